@@ -1,0 +1,102 @@
+//! The gRPC edge: the only module that knows tonic. Each service file converts requests to domain
+//! calls and results back; `status.rs` maps every domain error to a gRPC status in one place.
+
+mod admin;
+mod auth_layer;
+mod convert;
+mod dataset;
+mod pending;
+mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use facesim_proto::v1::{
+    admin_service_server::AdminServiceServer, dataset_service_server::DatasetServiceServer,
+    job_service_server::JobServiceServer, labeling_service_server::LabelingServiceServer,
+    model_service_server::ModelServiceServer, proposal_service_server::ProposalServiceServer,
+    ranking_service_server::RankingServiceServer, training_service_server::TrainingServiceServer,
+};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+pub use auth_layer::AuthLayer;
+
+use crate::state::AppState;
+use crate::ServerError;
+
+/// The fully qualified names of the facesim services, as health and reflection report them.
+pub const SERVICE_NAMES: [&str; 8] = [
+    "facesim.v1.AdminService",
+    "facesim.v1.DatasetService",
+    "facesim.v1.JobService",
+    "facesim.v1.ProposalService",
+    "facesim.v1.LabelingService",
+    "facesim.v1.TrainingService",
+    "facesim.v1.ModelService",
+    "facesim.v1.RankingService",
+];
+
+/// Applies the message size limits of the configuration to a generated service.
+macro_rules! limited {
+    ($server:ident, $svc:expr, $limit:expr) => {
+        $server::new($svc).max_decoding_message_size($limit).max_encoding_message_size(64 * 1024 * 1024)
+    };
+}
+
+/// Serves every facesim service plus health and reflection on `listener` until `shutdown`.
+pub async fn run(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in SERVICE_NAMES {
+        health.set_service_status(name, tonic_health::ServingStatus::Serving).await;
+    }
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(facesim_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(facesim_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let limit = state.config.message_limit();
+    let pending = pending::Pending;
+    let draining = {
+        let health = health.clone();
+        async move {
+            shutdown.await;
+            // Load balancers and watchers learn first, then in-flight calls drain.
+            for name in SERVICE_NAMES {
+                health.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
+            }
+            health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            tracing::info!("health is NOT_SERVING; draining in-flight calls");
+        }
+    };
+
+    Server::builder()
+        .accept_http1(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(AuthLayer::new(state.auth.clone()))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(limited!(AdminServiceServer, admin::AdminApi::new(state.clone()), limit))
+        .add_service(limited!(DatasetServiceServer, dataset::DatasetApi::new(state.clone()), limit))
+        .add_service(limited!(JobServiceServer, pending, limit))
+        .add_service(limited!(ProposalServiceServer, pending, limit))
+        .add_service(limited!(LabelingServiceServer, pending, limit))
+        .add_service(limited!(TrainingServiceServer, pending, limit))
+        .add_service(limited!(ModelServiceServer, pending, limit))
+        .add_service(limited!(RankingServiceServer, pending, limit))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! Server configuration: every flag can also be set by a `FACESIM_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::dataset::DecodeLimits;
+
+/// The facesim gRPC server (gRPC and gRPC-Web on one port).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "facesim-server", version, about)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "FACESIM_ADDR", default_value = "127.0.0.1:50051")]
+    pub addr: SocketAddr,
+
+    /// Directory of the sled database; created when missing.
+    #[arg(long, env = "FACESIM_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Token for the `admin` user. Without it, the first start creates a random one and prints it
+    /// once.
+    #[arg(long, env = "FACESIM_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Import the bundled demo faces when the data dir holds no images yet.
+    #[arg(long, env = "FACESIM_DEMO")]
+    pub demo: bool,
+
+    /// Folder of demo faces laid out as `<identity>/<file>`.
+    #[arg(long, env = "FACESIM_DEMO_DIR", default_value = "datasets/lfw-demo")]
+    pub demo_dir: PathBuf,
+
+    /// Largest accepted image file, in bytes.
+    #[arg(long, env = "FACESIM_MAX_IMAGE_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_image_bytes: usize,
+
+    /// Largest accepted image width or height, in pixels.
+    #[arg(long, env = "FACESIM_MAX_IMAGE_SIDE", default_value_t = 8192)]
+    pub max_image_side: u32,
+
+    /// Largest accepted image area, in pixels.
+    #[arg(long, env = "FACESIM_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
+    pub max_image_pixels: u64,
+
+    /// Largest gRPC message the server accepts, in bytes (at least the image limit plus 64 KiB).
+    #[arg(long, env = "FACESIM_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+}
+
+impl Config {
+    /// The defaults with another data dir (tests and embedding programs).
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let mut config = Config::parse_from(["facesim-server"]);
+        config.data_dir = data_dir.into();
+        config
+    }
+
+    pub fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits { max_bytes: self.max_image_bytes, max_side: self.max_image_side, max_pixels: self.max_image_pixels }
+    }
+
+    /// The message limit actually applied: never below what one image upload needs.
+    pub fn message_limit(&self) -> usize {
+        self.max_message_bytes.max(self.max_image_bytes + 64 * 1024)
+    }
+}

@@ -1,0 +1,385 @@
+//! Face datasets: validating, decoding and normalising imported images, and reading them back.
+//! Every file gets its own outcome; a bad file never stops the others.
+
+mod decode;
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+pub use decode::{decode_limited, face_crop, encode_png, thumbnail_jpeg, DecodeError, DecodeLimits, Format, FACE_SIZE};
+
+use crate::store::{
+    id_key, id_pair_key, DeletedImage, IdentityRecord, ImageRecord, InsertImage, InsertedImage, Store, StoreError,
+};
+
+/// Errors of dataset operations (per-file problems are [`Rejection`]s, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("no image with id {0}")]
+    ImageNotFound(u64),
+    #[error("no identity with id {0}")]
+    IdentityNotFound(u64),
+    #[error("invalid dataset name {0:?}: use 1-64 letters, digits, '.', '_' or '-', not starting with '.'")]
+    InvalidDatasetName(String),
+    #[error("thumbnail size {0} is out of range 16-512")]
+    InvalidThumbnailSize(u32),
+    #[error("stored face crop of image {id} cannot be read: {source}")]
+    BadStoredFace { id: u64, source: DecodeError },
+    #[error("cannot read demo faces from {path}: {source}")]
+    DemoDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why one file was not imported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    Empty,
+    TooLarge,
+    UnsupportedFormat,
+    Corrupt,
+    DimensionsTooLarge,
+    TooSmall,
+    InvalidName,
+}
+
+/// One file's result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImportOutcome {
+    Imported { image_id: u64, identity_id: u64 },
+    Duplicate { image_id: u64 },
+    Rejected { reason: RejectReason, message: String },
+}
+
+/// A file to import.
+#[derive(Debug, Clone)]
+pub struct ImportFile {
+    pub dataset: String,
+    pub identity: String,
+    pub file_name: String,
+    pub data: Vec<u8>,
+}
+
+/// Importing and reading images.
+#[derive(Clone)]
+pub struct Datasets {
+    store: Store,
+    limits: DecodeLimits,
+}
+
+/// A dataset's name and sizes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetSummary {
+    pub name: String,
+    pub identity_count: u64,
+    pub image_count: u64,
+}
+
+/// Checks a dataset name: 1-64 of `[A-Za-z0-9._-]`, not starting with a dot.
+pub fn valid_dataset_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Checks an identity name: 1-200 characters, no control characters, no path separators, not
+/// `.` or `..`, no surrounding white space.
+pub fn identity_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if name.chars().count() > 200 {
+        Some("is longer than 200 characters")
+    } else if name == "." || name == ".." {
+        Some("is a path component")
+    } else if name.contains(['/', '\\']) {
+        Some("contains a path separator")
+    } else if name.chars().any(char::is_control) {
+        Some("contains control characters")
+    } else if name.trim() != name {
+        Some("has leading or trailing white space")
+    } else {
+        None
+    }
+}
+
+fn file_name_problem(name: &str) -> Option<&'static str> {
+    if name.len() > 255 {
+        Some("is longer than 255 bytes")
+    } else if name.contains(['/', '\\']) {
+        Some("contains a path separator")
+    } else if name.chars().any(char::is_control) {
+        Some("contains control characters")
+    } else {
+        None
+    }
+}
+
+impl Datasets {
+    pub fn new(store: Store, limits: DecodeLimits) -> Self {
+        Datasets { store, limits }
+    }
+
+    pub fn limits(&self) -> &DecodeLimits {
+        &self.limits
+    }
+
+    /// Validates, decodes, crops and stores one file. CPU-heavy: call from a blocking thread.
+    pub fn import(&self, file: ImportFile) -> Result<ImportOutcome, DatasetError> {
+        let reject = |reason, message: String| Ok(ImportOutcome::Rejected { reason, message });
+        if !valid_dataset_name(&file.dataset) {
+            return reject(
+                RejectReason::InvalidName,
+                format!("dataset name {:?} is invalid: use 1-64 letters, digits, '.', '_' or '-'", file.dataset),
+            );
+        }
+        if let Some(problem) = identity_name_problem(&file.identity) {
+            return reject(RejectReason::InvalidName, format!("identity name {:?} {problem}", file.identity));
+        }
+        if let Some(problem) = file_name_problem(&file.file_name) {
+            return reject(RejectReason::InvalidName, format!("file name {:?} {problem}", file.file_name));
+        }
+        let decoded = match decode_limited(&file.data, &self.limits) {
+            Ok(decoded) => decoded,
+            Err(e) => return reject(e.reason(), e.to_string()),
+        };
+        let face = face_crop(&decoded.image);
+        let face_png = encode_png(&face);
+        let sha256: [u8; 32] = Sha256::digest(&file.data).into();
+        let inserted = self.store.insert_image(&InsertImage {
+            dataset: file.dataset,
+            identity: file.identity,
+            file_name: file.file_name,
+            sha256,
+            format: decoded.format as i32,
+            width: decoded.width,
+            height: decoded.height,
+            original: file.data,
+            face_png,
+        })?;
+        Ok(match inserted {
+            InsertedImage::New { image_id, identity_id } => ImportOutcome::Imported { image_id, identity_id },
+            InsertedImage::Duplicate { image_id } => ImportOutcome::Duplicate { image_id },
+        })
+    }
+
+    /// Makes every import so far durable.
+    pub async fn flush(&self) -> Result<(), DatasetError> {
+        Ok(self.store.flush().await?)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.store.images.is_empty()
+    }
+
+    pub fn image(&self, id: u64) -> Result<ImageRecord, DatasetError> {
+        self.store.images.get(&id_key(id))?.ok_or(DatasetError::ImageNotFound(id))
+    }
+
+    pub fn identity(&self, id: u64) -> Result<IdentityRecord, DatasetError> {
+        self.store.identities.get(&id_key(id))?.ok_or(DatasetError::IdentityNotFound(id))
+    }
+
+    pub fn original(&self, id: u64) -> Result<Vec<u8>, DatasetError> {
+        Ok(self.store.image_originals.get_raw(&id_key(id))?.ok_or(DatasetError::ImageNotFound(id))?.to_vec())
+    }
+
+    /// The normalised face crop as PNG.
+    pub fn face_png(&self, id: u64) -> Result<Vec<u8>, DatasetError> {
+        Ok(self.store.image_faces.get_raw(&id_key(id))?.ok_or(DatasetError::ImageNotFound(id))?.to_vec())
+    }
+
+    /// A JPEG of the face crop whose longest side is `size` pixels.
+    pub fn thumbnail(&self, id: u64, size: u32) -> Result<Vec<u8>, DatasetError> {
+        if !(16..=512).contains(&size) {
+            return Err(DatasetError::InvalidThumbnailSize(size));
+        }
+        let png = self.face_png(id)?;
+        thumbnail_jpeg(&png, size).map_err(|source| DatasetError::BadStoredFace { id, source })
+    }
+
+    /// Images in id order starting at `start_id`, filtered, at most `limit`. Returns the page and
+    /// the id to start the next page at, if any.
+    pub fn images_page(
+        &self,
+        dataset: Option<&str>,
+        identity_id: Option<u64>,
+        start_id: u64,
+        limit: usize,
+    ) -> Result<(Vec<ImageRecord>, Option<u64>), DatasetError> {
+        if let Some(name) = dataset {
+            if !valid_dataset_name(name) {
+                return Err(DatasetError::InvalidDatasetName(name.to_string()));
+            }
+        }
+        let mut page = Vec::with_capacity(limit.min(1024));
+        if let Some(identity_id) = identity_id {
+            self.identity(identity_id)?;
+            let prefix = id_key(identity_id);
+            for key in self.store.identity_images.keys_with_prefix_from(&prefix, &id_pair_key(identity_id, start_id)) {
+                let key = key?;
+                let image_id = crate::store::decode_id("identity_images", &key[8..])?;
+                if page.len() == limit {
+                    return Ok((page, Some(image_id)));
+                }
+                let image = self.image(image_id)?;
+                if dataset.is_none_or(|d| d == image.dataset) {
+                    page.push(image);
+                }
+            }
+            return Ok((page, None));
+        }
+        for item in self.store.images.scan_from::<ImageRecord>(&id_key(start_id)) {
+            let (_, image) = item?;
+            if dataset.is_some_and(|d| d != image.dataset) {
+                continue;
+            }
+            if page.len() == limit {
+                return Ok((page, Some(image.id)));
+            }
+            page.push(image);
+        }
+        Ok((page, None))
+    }
+
+    /// Identities in id order starting at `start_id`, optionally of one dataset.
+    pub fn identities_page(
+        &self,
+        dataset: Option<&str>,
+        start_id: u64,
+        limit: usize,
+    ) -> Result<(Vec<IdentityRecord>, Option<u64>), DatasetError> {
+        let mut page = Vec::new();
+        for item in self.store.identities.scan_from::<IdentityRecord>(&id_key(start_id)) {
+            let (_, identity) = item?;
+            if dataset.is_some_and(|d| d != identity.dataset) || identity.image_count == 0 {
+                continue;
+            }
+            if page.len() == limit {
+                return Ok((page, Some(identity.id)));
+            }
+            page.push(identity);
+        }
+        Ok((page, None))
+    }
+
+    /// Every dataset with its counts, by name.
+    pub fn datasets(&self) -> Result<Vec<DatasetSummary>, DatasetError> {
+        let mut by_name = std::collections::BTreeMap::<String, DatasetSummary>::new();
+        for item in self.store.identities.scan_from::<IdentityRecord>(&id_key(0)) {
+            let (_, identity) = item?;
+            if identity.image_count == 0 {
+                continue;
+            }
+            let entry = by_name.entry(identity.dataset.clone()).or_insert_with(|| DatasetSummary {
+                name: identity.dataset.clone(),
+                identity_count: 0,
+                image_count: 0,
+            });
+            entry.identity_count += 1;
+            entry.image_count += identity.image_count;
+        }
+        Ok(by_name.into_values().collect())
+    }
+
+    pub fn delete(&self, id: u64) -> Result<DeletedImage, DatasetError> {
+        self.store.delete_image(id)?.ok_or(DatasetError::ImageNotFound(id))
+    }
+
+    /// Imports a folder laid out as `<identity>/<file>` into `dataset`, in name order. Used for
+    /// the bundled demo faces; the CLI streams the same layout over gRPC.
+    pub fn import_dir(&self, dir: &Path, dataset: &str) -> Result<Vec<(String, ImportOutcome)>, DatasetError> {
+        let io = |source| DatasetError::DemoDir { path: dir.display().to_string(), source };
+        let mut identities: Vec<_> = std::fs::read_dir(dir).map_err(io)?.collect::<Result<_, _>>().map_err(io)?;
+        identities.retain(|e| e.path().is_dir());
+        identities.sort_by_key(|e| e.file_name());
+        let mut outcomes = Vec::new();
+        for identity in identities {
+            let mut files: Vec<_> =
+                std::fs::read_dir(identity.path()).map_err(io)?.collect::<Result<_, _>>().map_err(io)?;
+            files.retain(|e| e.path().is_file());
+            files.sort_by_key(|e| e.file_name());
+            for file in files {
+                let file_name = file.file_name().to_string_lossy().into_owned();
+                let data = std::fs::read(file.path()).map_err(io)?;
+                let outcome = self.import(ImportFile {
+                    dataset: dataset.to_string(),
+                    identity: identity.file_name().to_string_lossy().into_owned(),
+                    file_name: file_name.clone(),
+                    data,
+                })?;
+                outcomes.push((file_name, outcome));
+            }
+        }
+        self.store.flush_blocking()?;
+        Ok(outcomes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png_bytes(w: u32, h: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 7]));
+        encode_png(&img)
+    }
+
+    fn datasets() -> (tempfile::TempDir, Datasets) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, Datasets::new(store, DecodeLimits::default()))
+    }
+
+    fn file(identity: &str, data: Vec<u8>) -> ImportFile {
+        ImportFile { dataset: "demo".into(), identity: identity.into(), file_name: "f.png".into(), data }
+    }
+
+    #[test]
+    fn imports_dedupes_and_counts_identities() {
+        let (_dir, ds) = datasets();
+        let a = ds.import(file("Ada", png_bytes(60, 40))).unwrap();
+        let ImportOutcome::Imported { image_id, identity_id } = a else { panic!("{a:?}") };
+        assert_eq!(ds.import(file("Bob", png_bytes(60, 40))).unwrap(), ImportOutcome::Duplicate { image_id });
+        ds.import(file("Ada", png_bytes(61, 40))).unwrap();
+        assert_eq!(ds.identity(identity_id).unwrap().image_count, 2);
+        let face = image::load_from_memory(&ds.face_png(image_id).unwrap()).unwrap();
+        assert_eq!((face.width(), face.height()), (FACE_SIZE, FACE_SIZE));
+        let summary = ds.datasets().unwrap();
+        assert_eq!(summary, vec![DatasetSummary { name: "demo".into(), identity_count: 1, image_count: 2 }]);
+    }
+
+    #[test]
+    fn rejects_bad_names_without_storing() {
+        let (_dir, ds) = datasets();
+        for identity in ["", "..", "a/b", "a\\b", " x", "tab\there"] {
+            let out = ds.import(file(identity, png_bytes(40, 40))).unwrap();
+            assert!(matches!(out, ImportOutcome::Rejected { reason: RejectReason::InvalidName, .. }), "{identity:?}");
+        }
+        assert!(ds.is_empty());
+    }
+
+    #[test]
+    fn paging_by_identity_and_delete() {
+        let (_dir, ds) = datasets();
+        let mut ids = vec![];
+        for i in 0..5 {
+            let ImportOutcome::Imported { image_id, .. } = ds.import(file("Ada", png_bytes(40 + i, 40))).unwrap() else {
+                panic!()
+            };
+            ids.push(image_id);
+        }
+        ds.import(file("Bob", png_bytes(90, 90))).unwrap();
+        let ada = ds.image(ids[0]).unwrap().identity_id;
+        let (first, next) = ds.images_page(None, Some(ada), 0, 2).unwrap();
+        assert_eq!(first.iter().map(|i| i.id).collect::<Vec<_>>(), ids[..2]);
+        let (second, next2) = ds.images_page(None, Some(ada), next.unwrap(), 10).unwrap();
+        assert_eq!(second.iter().map(|i| i.id).collect::<Vec<_>>(), ids[2..]);
+        assert_eq!(next2, None);
+        ds.delete(ids[0]).unwrap();
+        assert!(matches!(ds.image(ids[0]), Err(DatasetError::ImageNotFound(_))));
+        assert_eq!(ds.identity(ada).unwrap().image_count, 4);
+        // The bytes can be imported again once deleted.
+        assert!(matches!(ds.import(file("Ada", png_bytes(40, 40))).unwrap(), ImportOutcome::Imported { .. }));
+    }
+}

@@ -1,0 +1,72 @@
+//! The facesim server as a library: `serve` runs the gRPC (and gRPC-Web) server on a listener the
+//! caller has already bound, until `shutdown` resolves.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod dataset;
+pub mod state;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use config::Config;
+use tokio::net::TcpListener;
+
+/// Errors that stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot open the data dir: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("cannot set up users: {0}")]
+    Auth(#[from] auth::AuthError),
+    #[error("cannot import the demo faces: {0}")]
+    Demo(#[from] dataset::DatasetError),
+    #[error("cannot use the listener: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("gRPC transport failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("gRPC reflection set-up failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("a blocking task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// What `serve` reports once it is listening, before it starts answering.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub addr: std::net::SocketAddr,
+    /// The admin token, only on the first start without `FACESIM_ADMIN_TOKEN`.
+    pub new_admin_token: Option<String>,
+}
+
+/// Opens the store, prepares users and optional demo data, then serves on `listener` until
+/// `shutdown` resolves. Health turns NOT_SERVING before in-flight calls are drained, and the store
+/// is flushed before returning.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_started: impl FnOnce(Started),
+) -> Result<(), ServerError> {
+    let store = store::Store::open(&config.data_dir)?;
+    let auth = auth::Auth::new(store.clone());
+    let new_admin_token = auth.bootstrap_admin(config.admin_token.as_deref())?;
+    let datasets = dataset::Datasets::new(store.clone(), config.decode_limits());
+
+    if config.demo && datasets.is_empty() {
+        let (ds, dir) = (datasets.clone(), config.demo_dir.clone());
+        let outcomes = tokio::task::spawn_blocking(move || ds.import_dir(&dir, "lfw-demo")).await??;
+        let imported = outcomes.iter().filter(|(_, o)| matches!(o, dataset::ImportOutcome::Imported { .. })).count();
+        tracing::info!(imported, files = outcomes.len(), dir = %config.demo_dir.display(), "imported demo faces");
+    }
+
+    let addr = listener.local_addr()?;
+    let state = Arc::new(state::AppState { config, store: store.clone(), auth, datasets });
+    on_started(Started { addr, new_admin_token });
+    api::run(state, listener, shutdown).await?;
+    store.flush().await?;
+    tracing::info!("store flushed, server stopped");
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! `facesim-server`: parses the configuration, sets up logging and runs the server until SIGINT
+//! or SIGTERM.
+
+use clap::Parser;
+use facesim_server::{serve, Config, Started};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+
+    let listener = tokio::net::TcpListener::bind(config.addr).await?;
+    serve(config, listener, shutdown_signal(), |started: Started| {
+        if let Some(token) = started.new_admin_token {
+            // Printed once, on the very first start; only its hash is stored.
+            println!("================================================================");
+            println!(" facesim: created user `admin`. Its token is shown only now:");
+            println!();
+            println!("   export FACESIM_TOKEN={token}");
+            println!();
+            println!(" Keep it safe. To choose the token yourself, set FACESIM_ADMIN_TOKEN.");
+            println!("================================================================");
+        }
+        tracing::info!(addr = %started.addr, "facesim server listening (gRPC, gRPC-Web)");
+    })
+    .await?;
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown signal received");
+}

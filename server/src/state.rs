@@ -1,0 +1,13 @@
+//! The shared state handed to every service: built once in `serve`, passed down by `Arc`.
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::dataset::Datasets;
+use crate::store::Store;
+
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub auth: Auth,
+    pub datasets: Datasets,
+}

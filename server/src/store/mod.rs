@@ -1,0 +1,334 @@
+//! The sled store: the only module that imports sled. It owns the named trees, the schema
+//! version, id sequences and the typed encoding of every record kept on disk.
+
+mod images;
+mod records;
+mod users;
+
+use std::path::Path;
+
+use prost::Message;
+pub use images::{DeletedImage, InsertImage, InsertedImage};
+pub use records::{IdentityRecord, ImageRecord, TokenRecord, UserRecord};
+pub use users::UserInsert;
+
+/// The on-disk layout version. Bumped on any incompatible change of keys or records; a store of
+/// another version is refused instead of being misread.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage engine error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt record in tree `{tree}`: {source}")]
+    Corrupt {
+        tree: &'static str,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("corrupt key in tree `{tree}`: expected {expected} bytes, found {found}")]
+    BadKey { tree: &'static str, expected: usize, found: usize },
+    #[error(
+        "the data dir holds schema version {found}, this server understands version {expected}; \
+         use a matching server version or a new data dir"
+    )]
+    SchemaMismatch { found: u32, expected: u32 },
+}
+
+/// A named sled tree together with its name, for error messages.
+#[derive(Clone)]
+pub struct Tree {
+    name: &'static str,
+    tree: sled::Tree,
+}
+
+/// The open store. Cheap to clone: every clone shares the same database.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    /// Schema version and id sequences.
+    pub meta: Tree,
+    /// `user id` → [`UserRecord`].
+    pub users: Tree,
+    /// `user name` → `user id`.
+    pub user_names: Tree,
+    /// `token id` → [`TokenRecord`].
+    pub tokens: Tree,
+    /// `sha256(token)` → `token id`.
+    pub token_hashes: Tree,
+    /// `image id` → [`ImageRecord`].
+    pub images: Tree,
+    /// `image id` → original bytes as imported.
+    pub image_originals: Tree,
+    /// `image id` → normalised face crop, PNG.
+    pub image_faces: Tree,
+    /// `sha256(original bytes)` → `image id`, for deduplication.
+    pub image_hashes: Tree,
+    /// `identity id` → [`IdentityRecord`].
+    pub identities: Tree,
+    /// `dataset \0 identity name` → `identity id`.
+    pub identity_names: Tree,
+    /// `identity id ‖ image id` → empty, to list one identity's images in order.
+    pub identity_images: Tree,
+    /// `model id \0 image id` → embedding (filled by the descriptor and models).
+    pub embeddings: Tree,
+    /// `pair id` → pair record (filled by proposal).
+    pub pairs: Tree,
+    /// `vote id` → vote record (filled by labeling).
+    pub votes: Tree,
+    /// `pair id` → label record (filled by labeling).
+    pub labels: Tree,
+    /// `job id` → job record (filled by background jobs).
+    pub jobs: Tree,
+    /// `model id` → model record (filled by training and the model registry).
+    pub models: Tree,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, checking the schema version.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(dir).flush_every_ms(Some(200)).open()?;
+        let open = |name: &'static str| -> Result<Tree, StoreError> {
+            Ok(Tree { name, tree: db.open_tree(name)? })
+        };
+        let store = Store {
+            meta: open("meta")?,
+            users: open("users")?,
+            user_names: open("user_names")?,
+            tokens: open("tokens")?,
+            token_hashes: open("token_hashes")?,
+            images: open("images")?,
+            image_originals: open("image_originals")?,
+            image_faces: open("image_faces")?,
+            image_hashes: open("image_hashes")?,
+            identities: open("identities")?,
+            identity_names: open("identity_names")?,
+            identity_images: open("identity_images")?,
+            embeddings: open("embeddings")?,
+            pairs: open("pairs")?,
+            votes: open("votes")?,
+            labels: open("labels")?,
+            jobs: open("jobs")?,
+            models: open("models")?,
+            db,
+        };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    fn check_schema(&self) -> Result<(), StoreError> {
+        match self.meta.tree.get(SCHEMA_KEY)? {
+            Some(bytes) => {
+                let found = u32::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
+                    StoreError::BadKey { tree: "meta", expected: 4, found: bytes.len() }
+                })?);
+                if found != SCHEMA_VERSION {
+                    return Err(StoreError::SchemaMismatch { found, expected: SCHEMA_VERSION });
+                }
+            }
+            None => {
+                self.meta.tree.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                self.db.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands out the next id of a sequence: 1, 2, 3, ... never reused, also across restarts.
+    pub fn next_id(&self, sequence: &str) -> Result<u64, StoreError> {
+        let key = format!("seq/{sequence}");
+        let value = self.meta.tree.update_and_fetch(key.as_bytes(), |old| {
+            let current = old.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+            Some((current + 1).to_be_bytes().to_vec())
+        })?;
+        // update_and_fetch always stores Some, so the value is present and 8 bytes long.
+        let bytes = value.expect("sequence value was just written");
+        Ok(u64::from_be_bytes(bytes.as_ref().try_into().expect("sequence values are 8 bytes")))
+    }
+
+    /// Writes everything to disk. Callers await this before acknowledging a write, so that an
+    /// acknowledged write survives a crash.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Blocking variant of [`Store::flush`] for synchronous code.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+impl Tree {
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Reads and decodes one record.
+    pub fn get<R: Message + Default>(&self, key: &[u8]) -> Result<Option<R>, StoreError> {
+        match self.tree.get(key)? {
+            Some(bytes) => Ok(Some(decode(self.name, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Encodes and stores one record.
+    pub fn put<R: Message>(&self, key: &[u8], record: &R) -> Result<(), StoreError> {
+        self.tree.insert(key, record.encode_to_vec())?;
+        Ok(())
+    }
+
+    pub fn get_raw(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        Ok(self.tree.get(key)?)
+    }
+
+    pub fn put_raw(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.tree.insert(key, value)?;
+        Ok(())
+    }
+
+    pub fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.tree.remove(key)?;
+        Ok(())
+    }
+
+    pub fn get_id(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
+        self.tree.get(key)?.map(|v| decode_id(self.name, &v)).transpose()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+
+    /// Records in key order, starting at `start` (inclusive).
+    pub fn scan_from<R: Message + Default>(
+        &self,
+        start: &[u8],
+    ) -> impl Iterator<Item = Result<(sled::IVec, R), StoreError>> + '_ {
+        self.tree.range(start..).map(move |item| {
+            let (key, value) = item?;
+            Ok((key, decode(self.name, &value)?))
+        })
+    }
+
+    /// Raw keys in order that start with `prefix`, beginning at `start` (inclusive).
+    pub fn keys_with_prefix_from(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+    ) -> impl Iterator<Item = Result<sled::IVec, StoreError>> + '_ {
+        let prefix = prefix.to_vec();
+        self.tree
+            .range(start..)
+            .keys()
+            .take_while(move |k| k.as_ref().map(|k| k.starts_with(&prefix)).unwrap_or(true))
+            .map(|k| k.map_err(StoreError::from))
+    }
+
+    /// Removes every key that starts with `prefix`.
+    pub fn remove_prefix(&self, prefix: &[u8]) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for key in self.tree.scan_prefix(prefix).keys() {
+            self.tree.remove(key?)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+/// Big-endian id key, so that sled's byte order is numeric order.
+pub fn id_key(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+/// The key of an `(a, b)` id pair, ordered by `a` then `b`.
+pub fn id_pair_key(a: u64, b: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&a.to_be_bytes());
+    key[8..].copy_from_slice(&b.to_be_bytes());
+    key
+}
+
+/// Reads an id stored as an 8-byte big-endian value or key (part).
+pub fn decode_id(tree: &'static str, bytes: &[u8]) -> Result<u64, StoreError> {
+    let arr: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| StoreError::BadKey { tree, expected: 8, found: bytes.len() })?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+/// Decodes a record of `tree`.
+pub fn decode<R: Message + Default>(tree: &'static str, bytes: &[u8]) -> Result<R, StoreError> {
+    R::decode(bytes).map_err(|source| StoreError::Corrupt { tree, source })
+}
+
+/// Encodes a record for a transactional insert.
+pub fn encode<R: Message>(record: &R) -> Vec<u8> {
+    record.encode_to_vec()
+}
+
+/// Milliseconds since the Unix epoch, the time unit of every record.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_monotonic_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = {
+            let store = Store::open(dir.path()).unwrap();
+            let a = store.next_id("images").unwrap();
+            let b = store.next_id("images").unwrap();
+            assert_eq!((a, b), (1, 2));
+            assert_eq!(store.next_id("users").unwrap(), 1, "sequences are independent");
+            store.flush_blocking().unwrap();
+            b
+        };
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.next_id("images").unwrap(), first + 1);
+    }
+
+    #[test]
+    fn refuses_other_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.meta.put_raw(SCHEMA_KEY, &99u32.to_be_bytes()).unwrap();
+            store.flush_blocking().unwrap();
+        }
+        match Store::open(dir.path()) {
+            Err(StoreError::SchemaMismatch { found: 99, expected: SCHEMA_VERSION }) => {}
+            Err(other) => panic!("wrong error: {other}"),
+            Ok(_) => panic!("opened a store of another schema version"),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_corruption_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let user = UserRecord { id: 7, name: "ada".into(), role: 2, disabled: false, create_millis: 5 };
+        store.users.put(&id_key(7), &user).unwrap();
+        assert_eq!(store.users.get::<UserRecord>(&id_key(7)).unwrap(), Some(user));
+        store.users.put_raw(&id_key(8), &[0xff, 0xff, 0xff]).unwrap();
+        assert!(matches!(
+            store.users.get::<UserRecord>(&id_key(8)),
+            Err(StoreError::Corrupt { tree: "users", .. })
+        ));
+    }
+}

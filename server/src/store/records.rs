@@ -1,0 +1,80 @@
+//! The records kept in sled, encoded as protobuf messages so that fields can be added later
+//! without a migration. They are storage types, not API types: the API converts them.
+
+/// A user account.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UserRecord {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    /// The role's number, as in `auth::Role`.
+    #[prost(int32, tag = "3")]
+    pub role: i32,
+    #[prost(bool, tag = "4")]
+    pub disabled: bool,
+    #[prost(int64, tag = "5")]
+    pub create_millis: i64,
+}
+
+/// A bearer token. Only its SHA-256 hash is kept; the token itself is shown once.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TokenRecord {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(uint64, tag = "2")]
+    pub user_id: u64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub sha256: Vec<u8>,
+    #[prost(string, tag = "4")]
+    pub description: String,
+    #[prost(int64, tag = "5")]
+    pub create_millis: i64,
+    /// 0 when the token never expires.
+    #[prost(int64, tag = "6")]
+    pub expire_millis: i64,
+    #[prost(bool, tag = "7")]
+    pub revoked: bool,
+    /// The token's first characters, to recognise it in listings.
+    #[prost(string, tag = "8")]
+    pub prefix: String,
+}
+
+/// An imported image's metadata. Its bytes live in the `image_originals` and `image_faces` trees.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ImageRecord {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(string, tag = "2")]
+    pub dataset: String,
+    #[prost(uint64, tag = "3")]
+    pub identity_id: u64,
+    #[prost(string, tag = "4")]
+    pub file_name: String,
+    #[prost(bytes = "vec", tag = "5")]
+    pub sha256: Vec<u8>,
+    /// The format's number, as in `dataset::Format`.
+    #[prost(int32, tag = "6")]
+    pub format: i32,
+    #[prost(uint32, tag = "7")]
+    pub width: u32,
+    #[prost(uint32, tag = "8")]
+    pub height: u32,
+    #[prost(uint64, tag = "9")]
+    pub byte_size: u64,
+    #[prost(int64, tag = "10")]
+    pub create_millis: i64,
+}
+
+/// A person in a dataset.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct IdentityRecord {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(string, tag = "2")]
+    pub dataset: String,
+    #[prost(string, tag = "3")]
+    pub name: String,
+    #[prost(uint64, tag = "4")]
+    pub image_count: u64,
+}
