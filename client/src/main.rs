@@ -1,1 +1,55 @@
-fn main(){}
+//! `facesim`: the command-line client for researchers, annotators and admins.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+use facesim_client::Client;
+
+/// Command-line client of the facesim server.
+#[derive(Debug, Parser)]
+#[command(name = "facesim", version, about)]
+struct Cli {
+    /// Server address.
+    #[arg(long, global = true, env = "FACESIM_SERVER", default_value = "http://127.0.0.1:50051")]
+    server: String,
+
+    /// Bearer token (printed by the server on first start, or made by `facesim admin create-user`).
+    #[arg(long, global = true, env = "FACESIM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Import and browse face images.
+    #[command(subcommand)]
+    Dataset(commands::dataset::DatasetCommand),
+    /// Manage users and tokens (admin role).
+    #[command(subcommand)]
+    Admin(commands::admin::AdminCommand),
+    /// Show who the token belongs to.
+    Whoami,
+    /// Ask the server whether it is serving.
+    Health,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(error) = run(cli).await {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::connect(&cli.server, cli.token.as_deref()).await?;
+    match cli.command {
+        Command::Dataset(command) => commands::dataset::run(&client, command).await,
+        Command::Admin(command) => commands::admin::run(&client, command).await,
+        Command::Whoami => commands::admin::whoami(&client).await,
+        Command::Health => commands::health(&client).await,
+    }
+}

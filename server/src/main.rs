@@ -1,6 +1,8 @@
 //! `facesim-server`: parses the configuration, sets up logging and runs the server until SIGINT
 //! or SIGTERM.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use facesim_server::{serve, Config, Started};
 use tracing_subscriber::EnvFilter;
@@ -11,6 +13,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     let listener = tokio::net::TcpListener::bind(config.addr).await?;

@@ -75,15 +75,24 @@ impl DatasetService for DatasetApi {
                         file_name: message.file_name,
                         data: message.data,
                     };
-                    let outcome = tokio::task::spawn_blocking(move || datasets.import(file)).await.map_err(from_join)??;
-                    Ok::<_, Status>((index as u32, file_name, identity, outcome))
+                    let prepared = tokio::task::spawn_blocking(move || datasets.prepare(file)).await.map_err(from_join)?;
+                    Ok::<_, Status>((index as u32, file_name, identity, prepared))
                 }
             })
             .buffered(import_parallelism());
 
         let mut response = pb::ImportImagesResponse::default();
         while let Some(item) = outcomes.next().await {
-            let (index, file_name, identity, outcome) = item?;
+            let (index, file_name, identity, prepared) = item?;
+            // Files are decoded in parallel but stored in stream order, so ids follow the order
+            // in which the client sent the files.
+            let outcome = match prepared {
+                Ok(prepared) => {
+                    let datasets = datasets.clone();
+                    tokio::task::spawn_blocking(move || datasets.store(prepared)).await.map_err(from_join)??
+                }
+                Err(rejected) => rejected,
+            };
             let mut result = pb::ImportResult { index, file_name, identity, ..Default::default() };
             match outcome {
                 ImportOutcome::Imported { image_id, .. } => {

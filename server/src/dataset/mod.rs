@@ -61,6 +61,10 @@ pub struct ImportFile {
     pub data: Vec<u8>,
 }
 
+/// A decoded, cropped and hashed file, ready to be stored.
+#[derive(Debug)]
+pub struct Prepared(InsertImage);
+
 /// Importing and reading images.
 #[derive(Clone)]
 pub struct Datasets {
@@ -126,7 +130,16 @@ impl Datasets {
 
     /// Validates, decodes, crops and stores one file. CPU-heavy: call from a blocking thread.
     pub fn import(&self, file: ImportFile) -> Result<ImportOutcome, DatasetError> {
-        let reject = |reason, message: String| Ok(ImportOutcome::Rejected { reason, message });
+        match self.prepare(file) {
+            Ok(prepared) => self.store(prepared),
+            Err(rejected) => Ok(rejected),
+        }
+    }
+
+    /// The CPU-heavy half of an import: validates names, decodes under the limits, crops and
+    /// hashes. Many files may be prepared at once; [`Datasets::store`] then keeps their order.
+    pub fn prepare(&self, file: ImportFile) -> Result<Prepared, ImportOutcome> {
+        let reject = |reason, message: String| Err(ImportOutcome::Rejected { reason, message });
         if !valid_dataset_name(&file.dataset) {
             return reject(
                 RejectReason::InvalidName,
@@ -143,10 +156,9 @@ impl Datasets {
             Ok(decoded) => decoded,
             Err(e) => return reject(e.reason(), e.to_string()),
         };
-        let face = face_crop(&decoded.image);
-        let face_png = encode_png(&face);
+        let face_png = encode_png(&face_crop(&decoded.image));
         let sha256: [u8; 32] = Sha256::digest(&file.data).into();
-        let inserted = self.store.insert_image(&InsertImage {
+        Ok(Prepared(InsertImage {
             dataset: file.dataset,
             identity: file.identity,
             file_name: file.file_name,
@@ -156,8 +168,12 @@ impl Datasets {
             height: decoded.height,
             original: file.data,
             face_png,
-        })?;
-        Ok(match inserted {
+        }))
+    }
+
+    /// Stores a prepared image (ids are handed out in the order of these calls).
+    pub fn store(&self, prepared: Prepared) -> Result<ImportOutcome, DatasetError> {
+        Ok(match self.store.insert_image(&prepared.0)? {
             InsertedImage::New { image_id, identity_id } => ImportOutcome::Imported { image_id, identity_id },
             InsertedImage::Duplicate { image_id } => ImportOutcome::Duplicate { image_id },
         })
