@@ -1,0 +1,109 @@
+//! The harness every end-to-end test uses: it starts the real facesim server on an ephemeral
+//! loopback port with a temp data dir, and makes users and clients as a real user would.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use facesim_client::{pb, scan_import_dir, Client, ImportEntry};
+use facesim_server::{serve, Config, ServerError};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The admin token every test server is configured with (as with `FACESIM_ADMIN_TOKEN`).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A running server owning its data dir.
+pub struct TestServer {
+    pub url: String,
+    pub addr: std::net::SocketAddr,
+    dir: Arc<TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServerError>>>,
+}
+
+impl TestServer {
+    /// Starts a server on a fresh data dir.
+    pub async fn start() -> Self {
+        Self::start_in(Arc::new(tempfile::tempdir().expect("temp dir"))).await
+    }
+
+    async fn start_in(dir: Arc<TempDir>) -> Self {
+        // Bind first and hand the bound listener over: no free-port race, no sleep.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let mut config = Config::with_data_dir(dir.path().join("data"));
+        config.admin_token = Some(ADMIN_TOKEN.into());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(config, listener, async move {
+            let _ = rx.await;
+        }, |_| {}));
+        TestServer { url: format!("http://{addr}"), addr, dir, shutdown: Some(tx), task: Some(task) }
+    }
+
+    /// Stops the server gracefully and returns its data dir.
+    pub async fn stop(mut self) -> Arc<TempDir> {
+        self.shutdown.take().expect("running").send(()).ok();
+        self.task.take().expect("running").await.expect("server task").expect("server stopped cleanly");
+        self.dir.clone()
+    }
+
+    /// Stops the server and starts a new one on the same data dir.
+    pub async fn restart(self) -> Self {
+        let dir = self.stop().await;
+        Self::start_in(dir).await
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A client sending `token` (or none).
+    pub async fn client(&self, token: Option<&str>) -> Client {
+        Client::connect(&self.url, token).await.expect("connect to test server")
+    }
+
+    pub async fn admin(&self) -> Client {
+        self.client(Some(ADMIN_TOKEN)).await
+    }
+
+    /// Creates a user with `role` and returns its token.
+    pub async fn user(&self, name: &str, role: pb::Role) -> String {
+        self.admin()
+            .await
+            .admin()
+            .create_user(pb::CreateUserRequest { name: name.into(), role: role as i32, token_ttl_seconds: 0 })
+            .await
+            .expect("create user")
+            .into_inner()
+            .token
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            tx.send(()).ok();
+        }
+    }
+}
+
+/// The bundled demo faces.
+pub fn demo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../datasets/lfw-demo")
+}
+
+/// The demo files of the first `identities` people, in import order.
+pub fn demo_subset(identities: usize) -> Vec<ImportEntry> {
+    let all = scan_import_dir(&demo_dir()).expect("demo faces are bundled");
+    let mut names: Vec<String> = all.iter().map(|e| e.identity.clone()).collect();
+    names.dedup();
+    names.truncate(identities);
+    all.into_iter().filter(|e| names.contains(&e.identity)).collect()
+}
+
+/// Imports the demo files of the first `identities` people into dataset `demo`.
+pub async fn import_demo(client: &Client, identities: usize) -> pb::ImportImagesResponse {
+    client.import_files("demo", demo_subset(identities), |_, _| {}).await.expect("import demo subset")
+}

@@ -121,6 +121,9 @@ pub fn decode_limited(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, De
     if width.min(height) < MIN_SIDE {
         return Err(DecodeError::TooSmall { width, height });
     }
+    if format == Format::Jpeg && !jpeg_is_complete(bytes) {
+        return Err(DecodeError::Corrupt { format, detail: "the data ends before the end-of-image marker".into() });
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), guessed);
     let mut image_limits = image::Limits::default();
     image_limits.max_image_width = Some(limits.max_side);
@@ -130,6 +133,16 @@ pub fn decode_limited(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, De
     reader.limits(image_limits);
     let image = reader.decode().map_err(corrupt)?;
     Ok(Decoded { image, format, width, height })
+}
+
+/// Whether a JPEG has its end-of-image marker (FF D9) after its last start-of-scan (FF DA).
+/// The decoder fills a truncated scan with grey instead of failing, so truncation is caught
+/// here. Entropy-coded data never contains FF D9 (an FF byte there is followed by 00 or a
+/// restart marker), and an embedded EXIF thumbnail's markers all come before the main scan.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_sos = bytes.windows(2).rposition(|w| w == [0xff, 0xda]);
+    let last_eoi = bytes.windows(2).rposition(|w| w == [0xff, 0xd9]);
+    matches!((last_sos, last_eoi), (Some(sos), Some(eoi)) if eoi > sos)
 }
 
 /// The normalised face crop: centred square, resized to [`FACE_SIZE`]², RGB.
@@ -211,7 +224,13 @@ mod tests {
             Err(DecodeError::DimensionsTooLarge { width: 800, height: 800, .. })
         ));
         let jpeg = encoded(ImageFormat::Jpeg, 64, 64);
-        let truncated = &jpeg[..jpeg.len() / 2];
-        assert!(matches!(decode_limited(truncated, &limits), Err(DecodeError::Corrupt { format: Format::Jpeg, .. })));
+        for cut in [jpeg.len() / 2, jpeg.len() - 2] {
+            let truncated = &jpeg[..cut];
+            assert!(matches!(decode_limited(truncated, &limits), Err(DecodeError::Corrupt { format: Format::Jpeg, .. })), "{cut}");
+        }
+        // Trailing bytes after a complete image (some cameras append data) are accepted.
+        let mut padded = jpeg.clone();
+        padded.extend_from_slice(&[0u8; 16]);
+        assert!(decode_limited(&padded, &limits).is_ok());
     }
 }

@@ -1,0 +1,9 @@
+//! End-to-end tests: each starts the real server on a loopback port and talks to it over gRPC
+//! (or gRPC-Web, or from Python) as a user would.
+
+mod auth_matrix;
+mod import;
+mod paging;
+mod python_client;
+mod restart;
+mod transport;
