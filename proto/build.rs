@@ -9,9 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // tonic-prost-build does not emit this itself, so edits to a .proto would not rebuild.
     println!("cargo:rerun-if-changed=facesim");
 
-    let mut files: Vec<PathBuf> = std::fs::read_dir("facesim/v1")?
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir("facesim/v1")?.map(|entry| entry.map(|e| e.path())).collect::<Result<_, _>>()?;
     files.retain(|p| p.extension().is_some_and(|e| e == "proto"));
     files.sort();
 

@@ -32,7 +32,8 @@ pub fn scan_import_dir(dir: &Path) -> Result<Vec<ImportEntry>, ClientError> {
             continue;
         }
         let path = identity.path();
-        let mut files: Vec<_> = std::fs::read_dir(&path).map_err(io(&path))?.collect::<Result<_, _>>().map_err(io(&path))?;
+        let mut files: Vec<_> =
+            std::fs::read_dir(&path).map_err(io(&path))?.collect::<Result<_, _>>().map_err(io(&path))?;
         files.sort_by_key(|e| e.file_name());
         for file in files {
             let file_name = file.file_name().to_string_lossy().into_owned();
@@ -40,7 +41,12 @@ pub fn scan_import_dir(dir: &Path) -> Result<Vec<ImportEntry>, ClientError> {
             if hidden(&file_name) || !meta.is_file() {
                 continue;
             }
-            entries.push(ImportEntry { identity: identity_name.clone(), file_name, path: file.path(), size: meta.len() });
+            entries.push(ImportEntry {
+                identity: identity_name.clone(),
+                file_name,
+                path: file.path(),
+                size: meta.len(),
+            });
         }
     }
     Ok(entries)
@@ -70,7 +76,8 @@ impl Client {
         let unreadable = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let progress = std::sync::Arc::new(progress);
         let (unreadable_in, progress_in) = (unreadable.clone(), progress.clone());
-        let counters = std::sync::Arc::new((std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)));
+        let counters =
+            std::sync::Arc::new((std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)));
         let stream = futures::stream::iter(entries.into_iter().enumerate())
             .then(move |(index, entry)| {
                 let dataset = dataset.clone();

@@ -100,10 +100,8 @@ impl Client {
     /// Connects to `server` (e.g. `http://127.0.0.1:50051`) and sends `token` with every call.
     pub async fn connect(server: &str, token: Option<&str>) -> Result<Self, ClientError> {
         let endpoint = Endpoint::from_str(server).map_err(|e| ClientError::Address(server.into(), e.to_string()))?;
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|source| ClientError::Connect { addr: server.into(), source })?;
+        let channel =
+            endpoint.connect().await.map_err(|source| ClientError::Connect { addr: server.into(), source })?;
         Self::from_channel(channel, token)
     }
 

@@ -58,7 +58,11 @@ impl Config {
     }
 
     pub fn decode_limits(&self) -> DecodeLimits {
-        DecodeLimits { max_bytes: self.max_image_bytes, max_side: self.max_image_side, max_pixels: self.max_image_pixels }
+        DecodeLimits {
+            max_bytes: self.max_image_bytes,
+            max_side: self.max_image_side,
+            max_pixels: self.max_image_pixels,
+        }
     }
 
     /// The message limit actually applied: never below what one image upload needs.

@@ -56,6 +56,7 @@ pub async fn serve(
     let datasets = dataset::Datasets::new(store.clone(), config.decode_limits());
 
     if config.demo && datasets.is_empty() {
+        tracing::info!(dir = %config.demo_dir.display(), "empty data dir: importing the demo faces");
         let (ds, dir) = (datasets.clone(), config.demo_dir.clone());
         let outcomes = tokio::task::spawn_blocking(move || ds.import_dir(&dir, "lfw-demo")).await??;
         let imported = outcomes.iter().filter(|(_, o)| matches!(o, dataset::ImportOutcome::Imported { .. })).count();

@@ -36,9 +36,14 @@ impl TestServer {
         let mut config = Config::with_data_dir(dir.path().join("data"));
         config.admin_token = Some(ADMIN_TOKEN.into());
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(config, listener, async move {
-            let _ = rx.await;
-        }, |_| {}));
+        let task = tokio::spawn(serve(
+            config,
+            listener,
+            async move {
+                let _ = rx.await;
+            },
+            |_| {},
+        ));
         TestServer { url: format!("http://{addr}"), addr, dir, shutdown: Some(tx), task: Some(task) }
     }
 

@@ -66,7 +66,12 @@ pub async fn run(client: &Client, command: AdminCommand) -> anyhow::Result<()> {
                 .map_err(ClientError::from)?
                 .into_inner();
             let user = response.user.unwrap_or_default();
-            eprintln!("created user {} (id {}, role {}); its token, shown only now:", user.name, user.id, role_name(user.role));
+            eprintln!(
+                "created user {} (id {}, role {}); its token, shown only now:",
+                user.name,
+                user.id,
+                role_name(user.role)
+            );
             println!("{}", response.token);
         }
         AdminCommand::ListUsers => {
@@ -80,7 +85,14 @@ pub async fn run(client: &Client, command: AdminCommand) -> anyhow::Result<()> {
                     .into_inner();
                 for u in &page.users {
                     let state = if u.disabled { "disabled" } else { "active" };
-                    println!("{:>6}  {:<24} {:<11} {:<9} {}", u.id, u.name, role_name(u.role), state, time(&u.create_time));
+                    println!(
+                        "{:>6}  {:<24} {:<11} {:<9} {}",
+                        u.id,
+                        u.name,
+                        role_name(u.role),
+                        state,
+                        time(&u.create_time)
+                    );
                 }
                 if page.next_page_token.is_empty() {
                     break;
@@ -113,12 +125,20 @@ pub async fn run(client: &Client, command: AdminCommand) -> anyhow::Result<()> {
                 .map_err(ClientError::from)?
                 .into_inner()
                 .tokens;
-            println!("{:>6}  {:<12} {:<8} {:<19}  {:<19}  description", "id", "prefix", "state", "created (UTC)", "expires (UTC)");
+            println!(
+                "{:>6}  {:<12} {:<8} {:<19}  {:<19}  description",
+                "id", "prefix", "state", "created (UTC)", "expires (UTC)"
+            );
             for t in tokens {
                 let state = if t.revoked { "revoked" } else { "active" };
                 println!(
                     "{:>6}  {:<12} {:<8} {:<19}  {:<19}  {}",
-                    t.id, format!("{}…", t.prefix), state, time(&t.create_time), time(&t.expire_time), t.description
+                    t.id,
+                    format!("{}…", t.prefix),
+                    state,
+                    time(&t.create_time),
+                    time(&t.expire_time),
+                    t.description
                 );
             }
         }

@@ -160,7 +160,12 @@ pub async fn run(client: &Client, command: DatasetCommand) -> anyhow::Result<()>
             Ok(())
         }
         DatasetCommand::Show { image_id } => {
-            let i = client.datasets().get_image(pb::GetImageRequest { image_id }).await.map_err(ClientError::from)?.into_inner();
+            let i = client
+                .datasets()
+                .get_image(pb::GetImageRequest { image_id })
+                .await
+                .map_err(ClientError::from)?
+                .into_inner();
             let format = pb::ImageFormat::try_from(i.format).map(|f| f.as_str_name()).unwrap_or("?");
             println!("id:        {}", i.id);
             println!("dataset:   {}", i.dataset);

@@ -35,7 +35,10 @@ impl AdminApi {
 #[tonic::async_trait]
 impl AdminService for AdminApi {
     #[instrument(skip_all, fields(name = %request.get_ref().name))]
-    async fn create_user(&self, request: Request<pb::CreateUserRequest>) -> Result<Response<pb::CreateUserResponse>, Status> {
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::CreateUserResponse>, Status> {
         let req = request.into_inner();
         let role = convert::role_from_proto(req.role)?;
         let (user, token) = self.write(move |auth| auth.create_user(&req.name, role, req.token_ttl_seconds)).await?;
@@ -54,7 +57,10 @@ impl AdminService for AdminApi {
     }
 
     #[instrument(skip_all)]
-    async fn list_users(&self, request: Request<pb::ListUsersRequest>) -> Result<Response<pb::ListUsersResponse>, Status> {
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let req = request.into_inner();
         let size = convert::page_size(req.page_size)?;
         let start = convert::decode_page_token(&req.page_token)?;
@@ -67,7 +73,10 @@ impl AdminService for AdminApi {
     }
 
     #[instrument(skip_all, fields(user_id = request.get_ref().user_id))]
-    async fn set_user_disabled(&self, request: Request<pb::SetUserDisabledRequest>) -> Result<Response<pb::User>, Status> {
+    async fn set_user_disabled(
+        &self,
+        request: Request<pb::SetUserDisabledRequest>,
+    ) -> Result<Response<pb::User>, Status> {
         let caller = principal(&request)?;
         let req = request.into_inner();
         let id = required_id(req.user_id, "user_id")?;
@@ -79,7 +88,10 @@ impl AdminService for AdminApi {
     }
 
     #[instrument(skip_all, fields(user_id = request.get_ref().user_id))]
-    async fn create_token(&self, request: Request<pb::CreateTokenRequest>) -> Result<Response<pb::CreateTokenResponse>, Status> {
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
         let req = request.into_inner();
         let id = required_id(req.user_id, "user_id")?;
         let token = self.write(move |auth| auth.issue_token(id, &req.description, req.ttl_seconds)).await?;
@@ -90,7 +102,10 @@ impl AdminService for AdminApi {
     }
 
     #[instrument(skip_all, fields(user_id = request.get_ref().user_id))]
-    async fn list_tokens(&self, request: Request<pb::ListTokensRequest>) -> Result<Response<pb::ListTokensResponse>, Status> {
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
         let id = required_id(request.get_ref().user_id, "user_id")?;
         let tokens = self.state.auth.tokens_of(id)?;
         Ok(Response::new(pb::ListTokensResponse { tokens: tokens.iter().map(convert::token_info).collect() }))

@@ -44,7 +44,12 @@ fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
 }
 
 impl<S> AuthService<S> {
-    fn check(&self, headers: &http::HeaderMap, method: &str, allowed: &[crate::auth::Role]) -> Result<Principal, AuthError> {
+    fn check(
+        &self,
+        headers: &http::HeaderMap,
+        method: &str,
+        allowed: &[crate::auth::Role],
+    ) -> Result<Principal, AuthError> {
         let token = bearer_token(headers).ok_or(AuthError::MissingToken)?;
         let principal = self.auth.authenticate(token)?;
         self.auth.authorize(&principal, method, allowed)?;
@@ -69,7 +74,8 @@ where
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let method = request.uri().path().to_string();
-        let span = tracing::info_span!("rpc", method = %method, user = tracing::field::Empty, role = tracing::field::Empty);
+        let span =
+            tracing::info_span!("rpc", method = %method, user = tracing::field::Empty, role = tracing::field::Empty);
         if let Some(allowed) = allowed_roles(&method) {
             match self.check(request.headers(), &method, allowed) {
                 Ok(principal) => {

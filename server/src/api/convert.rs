@@ -39,9 +39,7 @@ pub fn page_size(requested: i32) -> Result<usize, Status> {
 
 /// A page token names the first id of the next page; it is opaque to clients.
 pub fn encode_page_token(next_id: Option<u64>) -> String {
-    next_id
-        .map(|id| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("fs1:{id}")))
-        .unwrap_or_default()
+    next_id.map(|id| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("fs1:{id}"))).unwrap_or_default()
 }
 
 pub fn decode_page_token(token: &str) -> Result<u64, Status> {

@@ -75,7 +75,8 @@ impl DatasetService for DatasetApi {
                         file_name: message.file_name,
                         data: message.data,
                     };
-                    let prepared = tokio::task::spawn_blocking(move || datasets.prepare(file)).await.map_err(from_join)?;
+                    let prepared =
+                        tokio::task::spawn_blocking(move || datasets.prepare(file)).await.map_err(from_join)?;
                     Ok::<_, Status>((index as u32, file_name, identity, prepared))
                 }
             })
@@ -118,12 +119,20 @@ impl DatasetService for DatasetApi {
         }
         // Acknowledge only what is on disk.
         self.state.datasets.flush().await?;
-        tracing::info!(imported = response.imported, duplicates = response.duplicates, rejected = response.rejected, "import done");
+        tracing::info!(
+            imported = response.imported,
+            duplicates = response.duplicates,
+            rejected = response.rejected,
+            "import done"
+        );
         Ok(Response::new(response))
     }
 
     #[instrument(skip_all)]
-    async fn list_datasets(&self, _request: Request<pb::ListDatasetsRequest>) -> Result<Response<pb::ListDatasetsResponse>, Status> {
+    async fn list_datasets(
+        &self,
+        _request: Request<pb::ListDatasetsRequest>,
+    ) -> Result<Response<pb::ListDatasetsResponse>, Status> {
         let summaries = self.blocking(|ds| ds.datasets()).await?;
         Ok(Response::new(pb::ListDatasetsResponse {
             datasets: summaries
@@ -150,7 +159,10 @@ impl DatasetService for DatasetApi {
     }
 
     #[instrument(skip_all)]
-    async fn list_images(&self, request: Request<pb::ListImagesRequest>) -> Result<Response<pb::ListImagesResponse>, Status> {
+    async fn list_images(
+        &self,
+        request: Request<pb::ListImagesRequest>,
+    ) -> Result<Response<pb::ListImagesResponse>, Status> {
         let req = request.into_inner();
         let size = convert::page_size(req.page_size)?;
         let start = convert::decode_page_token(&req.page_token)?;
@@ -176,7 +188,10 @@ impl DatasetService for DatasetApi {
     }
 
     #[instrument(skip_all, fields(image_id = request.get_ref().image_id))]
-    async fn get_image_data(&self, request: Request<pb::GetImageDataRequest>) -> Result<Response<pb::ImageData>, Status> {
+    async fn get_image_data(
+        &self,
+        request: Request<pb::GetImageDataRequest>,
+    ) -> Result<Response<pb::ImageData>, Status> {
         let req = request.into_inner();
         let id = required_id(req.image_id, "image_id")?;
         let (content_type, data) = match pb::ImageVariant::try_from(req.variant) {
@@ -199,7 +214,10 @@ impl DatasetService for DatasetApi {
     }
 
     #[instrument(skip_all, fields(image_id = request.get_ref().image_id))]
-    async fn get_thumbnail(&self, request: Request<pb::GetThumbnailRequest>) -> Result<Response<pb::ImageData>, Status> {
+    async fn get_thumbnail(
+        &self,
+        request: Request<pb::GetThumbnailRequest>,
+    ) -> Result<Response<pb::ImageData>, Status> {
         let req = request.into_inner();
         let id = required_id(req.image_id, "image_id")?;
         let size = if req.size == 0 { 96 } else { req.size };
@@ -208,7 +226,10 @@ impl DatasetService for DatasetApi {
     }
 
     #[instrument(skip_all, fields(image_id = request.get_ref().image_id))]
-    async fn delete_image(&self, request: Request<pb::DeleteImageRequest>) -> Result<Response<pb::DeleteImageResponse>, Status> {
+    async fn delete_image(
+        &self,
+        request: Request<pb::DeleteImageRequest>,
+    ) -> Result<Response<pb::DeleteImageResponse>, Status> {
         let id = required_id(request.get_ref().image_id, "image_id")?;
         let deleted = self.blocking(move |ds| ds.delete(id)).await?;
         self.state.datasets.flush().await?;

@@ -35,7 +35,9 @@ pub fn from_dataset(error: DatasetError) -> Status {
     let message = error.to_string();
     match error {
         DatasetError::ImageNotFound(_) | DatasetError::IdentityNotFound(_) => Status::not_found(message),
-        DatasetError::InvalidDatasetName(_) | DatasetError::InvalidThumbnailSize(_) => Status::invalid_argument(message),
+        DatasetError::InvalidDatasetName(_) | DatasetError::InvalidThumbnailSize(_) => {
+            Status::invalid_argument(message)
+        }
         DatasetError::BadStoredFace { .. } => Status::internal(message),
         DatasetError::DemoDir { .. } => Status::failed_precondition(message),
         DatasetError::Store(e) => from_store(e),

@@ -171,7 +171,12 @@ impl Auth {
     }
 
     /// Creates a user with a first token.
-    pub fn create_user(&self, name: &str, role: Role, ttl_seconds: u64) -> Result<(UserRecord, IssuedToken), AuthError> {
+    pub fn create_user(
+        &self,
+        name: &str,
+        role: Role,
+        ttl_seconds: u64,
+    ) -> Result<(UserRecord, IssuedToken), AuthError> {
         self.create_user_with_secret(name, role, "first token", ttl_seconds, new_secret())
     }
 
@@ -218,7 +223,13 @@ impl Auth {
         Ok(IssuedToken { record, secret })
     }
 
-    fn token_record(&self, user_id: u64, description: &str, ttl_seconds: u64, secret: &str) -> Result<TokenRecord, AuthError> {
+    fn token_record(
+        &self,
+        user_id: u64,
+        description: &str,
+        ttl_seconds: u64,
+        secret: &str,
+    ) -> Result<TokenRecord, AuthError> {
         if ttl_seconds > MAX_TTL_SECONDS {
             return Err(AuthError::TtlTooLong(ttl_seconds));
         }

@@ -114,8 +114,10 @@ mod tests {
             }
             if roles.contains(&Service) {
                 assert!(
-                    path.contains("RankingService/") || path.contains("ModelService/Get")
-                        || path.contains("ModelService/List") || path.ends_with("/WhoAmI"),
+                    path.contains("RankingService/")
+                        || path.contains("ModelService/Get")
+                        || path.contains("ModelService/List")
+                        || path.ends_with("/WhoAmI"),
                     "{path}"
                 );
             }

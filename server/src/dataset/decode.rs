@@ -65,7 +65,9 @@ pub enum DecodeError {
     TooLarge { size: usize, limit: usize },
     #[error("not a supported image (JPEG, PNG, PGM/PPM/PBM, BMP or WebP)")]
     UnsupportedFormat,
-    #[error("the {format:?} image is {width}x{height}, over the limit of {max_side} pixels a side and {max_pixels} pixels")]
+    #[error(
+        "the {format:?} image is {width}x{height}, over the limit of {max_side} pixels a side and {max_pixels} pixels"
+    )]
     DimensionsTooLarge { format: Format, width: u32, height: u32, max_side: u32, max_pixels: u64 },
     #[error("the image is {width}x{height}; faces need at least {MIN_SIDE} pixels a side")]
     TooSmall { width: u32, height: u32 },
@@ -218,7 +220,10 @@ mod tests {
         assert!(matches!(decode_limited(b"", &limits), Err(DecodeError::Empty)));
         assert!(matches!(decode_limited(b"hello, I am text", &limits), Err(DecodeError::UnsupportedFormat)));
         assert!(matches!(decode_limited(&vec![0xff; 100_001], &limits), Err(DecodeError::TooLarge { .. })));
-        assert!(matches!(decode_limited(&encoded(ImageFormat::Png, 20, 50), &limits), Err(DecodeError::TooSmall { .. })));
+        assert!(matches!(
+            decode_limited(&encoded(ImageFormat::Png, 20, 50), &limits),
+            Err(DecodeError::TooSmall { .. })
+        ));
         assert!(matches!(
             decode_limited(&encoded(ImageFormat::Png, 800, 800), &limits),
             Err(DecodeError::DimensionsTooLarge { width: 800, height: 800, .. })
@@ -226,7 +231,10 @@ mod tests {
         let jpeg = encoded(ImageFormat::Jpeg, 64, 64);
         for cut in [jpeg.len() / 2, jpeg.len() - 2] {
             let truncated = &jpeg[..cut];
-            assert!(matches!(decode_limited(truncated, &limits), Err(DecodeError::Corrupt { format: Format::Jpeg, .. })), "{cut}");
+            assert!(
+                matches!(decode_limited(truncated, &limits), Err(DecodeError::Corrupt { format: Format::Jpeg, .. })),
+                "{cut}"
+            );
         }
         // Trailing bytes after a complete image (some cameras append data) are accepted.
         let mut padded = jpeg.clone();

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-pub use decode::{decode_limited, face_crop, encode_png, thumbnail_jpeg, DecodeError, DecodeLimits, Format, FACE_SIZE};
+pub use decode::{decode_limited, encode_png, face_crop, thumbnail_jpeg, DecodeError, DecodeLimits, Format, FACE_SIZE};
 
 use crate::store::{
     id_key, id_pair_key, DeletedImage, IdentityRecord, ImageRecord, InsertImage, InsertedImage, Store, StoreError,
@@ -380,7 +380,8 @@ mod tests {
         let (_dir, ds) = datasets();
         let mut ids = vec![];
         for i in 0..5 {
-            let ImportOutcome::Imported { image_id, .. } = ds.import(file("Ada", png_bytes(40 + i, 40))).unwrap() else {
+            let ImportOutcome::Imported { image_id, .. } = ds.import(file("Ada", png_bytes(40 + i, 40))).unwrap()
+            else {
                 panic!()
             };
             ids.push(image_id);

@@ -23,9 +23,14 @@ pub struct InsertImage {
 /// What [`Store::insert_image`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertedImage {
-    New { image_id: u64, identity_id: u64 },
+    New {
+        image_id: u64,
+        identity_id: u64,
+    },
     /// The same bytes were stored before as this image.
-    Duplicate { image_id: u64 },
+    Duplicate {
+        image_id: u64,
+    },
 }
 
 /// What [`Store::delete_image`] removed.
@@ -105,9 +110,8 @@ impl Store {
             let mut identity = match names.get(&name_key)? {
                 Some(id_bytes) => {
                     let id = super::decode_id("identity_names", &id_bytes).map_err(abort_on)?;
-                    let bytes = identities
-                        .get(id_key(id))?
-                        .ok_or(ConflictableTransactionError::Abort(Abort::Missing))?;
+                    let bytes =
+                        identities.get(id_key(id))?.ok_or(ConflictableTransactionError::Abort(Abort::Missing))?;
                     decode::<IdentityRecord>("identities", &bytes).map_err(abort_on)?
                 }
                 None => {
@@ -139,9 +143,7 @@ impl Store {
         });
         match result {
             Ok(identity_id) => Ok(InsertedImage::New { image_id, identity_id }),
-            Err(TransactionError::Abort(Abort::Duplicate(image_id))) => {
-                Ok(InsertedImage::Duplicate { image_id })
-            }
+            Err(TransactionError::Abort(Abort::Duplicate(image_id))) => Ok(InsertedImage::Duplicate { image_id }),
             // The identity vanished between the two reads: it was never deleted by any code
             // path, so this can only be a concurrent first insert; retry once from the top.
             Err(TransactionError::Abort(Abort::Missing)) => self.insert_image(new),

@@ -7,8 +7,8 @@ mod users;
 
 use std::path::Path;
 
-use prost::Message;
 pub use images::{DeletedImage, InsertImage, InsertedImage};
+use prost::Message;
 pub use records::{IdentityRecord, ImageRecord, TokenRecord, UserRecord};
 pub use users::UserInsert;
 
@@ -91,9 +91,7 @@ impl Store {
     /// Opens (or creates) the store in `dir`, checking the schema version.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(dir).flush_every_ms(Some(200)).open()?;
-        let open = |name: &'static str| -> Result<Tree, StoreError> {
-            Ok(Tree { name, tree: db.open_tree(name)? })
-        };
+        let open = |name: &'static str| -> Result<Tree, StoreError> { Ok(Tree { name, tree: db.open_tree(name)? }) };
         let store = Store {
             meta: open("meta")?,
             users: open("users")?,
@@ -122,8 +120,10 @@ impl Store {
     fn check_schema(&self) -> Result<(), StoreError> {
         match self.meta.tree.get(SCHEMA_KEY)? {
             Some(bytes) => {
-                let found = u32::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
-                    StoreError::BadKey { tree: "meta", expected: 4, found: bytes.len() }
+                let found = u32::from_be_bytes(bytes.as_ref().try_into().map_err(|_| StoreError::BadKey {
+                    tree: "meta",
+                    expected: 4,
+                    found: bytes.len(),
                 })?);
                 if found != SCHEMA_VERSION {
                     return Err(StoreError::SchemaMismatch { found, expected: SCHEMA_VERSION });
@@ -259,9 +259,7 @@ pub fn id_pair_key(a: u64, b: u64) -> [u8; 16] {
 
 /// Reads an id stored as an 8-byte big-endian value or key (part).
 pub fn decode_id(tree: &'static str, bytes: &[u8]) -> Result<u64, StoreError> {
-    let arr: [u8; 8] = bytes
-        .try_into()
-        .map_err(|_| StoreError::BadKey { tree, expected: 8, found: bytes.len() })?;
+    let arr: [u8; 8] = bytes.try_into().map_err(|_| StoreError::BadKey { tree, expected: 8, found: bytes.len() })?;
     Ok(u64::from_be_bytes(arr))
 }
 
@@ -277,10 +275,7 @@ pub fn encode<R: Message>(record: &R) -> Vec<u8> {
 
 /// Milliseconds since the Unix epoch, the time unit of every record.
 pub fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -326,9 +321,6 @@ mod tests {
         store.users.put(&id_key(7), &user).unwrap();
         assert_eq!(store.users.get::<UserRecord>(&id_key(7)).unwrap(), Some(user));
         store.users.put_raw(&id_key(8), &[0xff, 0xff, 0xff]).unwrap();
-        assert!(matches!(
-            store.users.get::<UserRecord>(&id_key(8)),
-            Err(StoreError::Corrupt { tree: "users", .. })
-        ));
+        assert!(matches!(store.users.get::<UserRecord>(&id_key(8)), Err(StoreError::Corrupt { tree: "users", .. })));
     }
 }

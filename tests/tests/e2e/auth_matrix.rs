@@ -114,10 +114,12 @@ async fn every_rpc_checks_token_and_role() {
     // A revoked token and a disabled user's token.
     let admin = server.admin().await;
     let revoked = server.user("gone", pb::Role::Researcher).await;
-    let gone = admin.with_token(Some(&revoked)).unwrap().admin().who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
+    let gone =
+        admin.with_token(Some(&revoked)).unwrap().admin().who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
     admin.admin().revoke_token(pb::RevokeTokenRequest { token_id: gone.token_id }).await.unwrap();
     let disabled = server.user("off", pb::Role::Researcher).await;
-    let off = admin.with_token(Some(&disabled)).unwrap().admin().who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
+    let off =
+        admin.with_token(Some(&disabled)).unwrap().admin().who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
     admin
         .admin()
         .set_user_disabled(pb::SetUserDisabledRequest { user_id: off.user.unwrap().id, disabled: true })
@@ -170,7 +172,10 @@ async fn refusals_carry_readable_messages() {
 
     // Health and reflection need no token, as probes and generic clients expect.
     let health = server.client(None).await.health().check(tonic_health::pb::HealthCheckRequest::default()).await;
-    assert_eq!(health.unwrap().into_inner().status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        health.unwrap().into_inner().status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 }
 
 #[tokio::test]
@@ -179,14 +184,22 @@ async fn admin_manages_users_and_tokens() {
     let admin = server.admin().await;
     let created = admin
         .admin()
-        .create_user(pb::CreateUserRequest { name: "rita".into(), role: pb::Role::Researcher as i32, token_ttl_seconds: 0 })
+        .create_user(pb::CreateUserRequest {
+            name: "rita".into(),
+            role: pb::Role::Researcher as i32,
+            token_ttl_seconds: 0,
+        })
         .await
         .unwrap()
         .into_inner();
     let user = created.user.unwrap();
     let err = admin
         .admin()
-        .create_user(pb::CreateUserRequest { name: "rita".into(), role: pb::Role::Annotator as i32, token_ttl_seconds: 0 })
+        .create_user(pb::CreateUserRequest {
+            name: "rita".into(),
+            role: pb::Role::Annotator as i32,
+            token_ttl_seconds: 0,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
@@ -196,7 +209,11 @@ async fn admin_manages_users_and_tokens() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = admin.admin().create_user(pb::CreateUserRequest { name: "x".into(), role: 42, token_ttl_seconds: 0 }).await.unwrap_err();
+    let err = admin
+        .admin()
+        .create_user(pb::CreateUserRequest { name: "x".into(), role: 42, token_ttl_seconds: 0 })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
     let second = admin
@@ -206,7 +223,8 @@ async fn admin_manages_users_and_tokens() {
         .unwrap()
         .into_inner();
     assert!(second.token_info.as_ref().unwrap().expire_time.is_some());
-    let tokens = admin.admin().list_tokens(pb::ListTokensRequest { user_id: user.id }).await.unwrap().into_inner().tokens;
+    let tokens =
+        admin.admin().list_tokens(pb::ListTokensRequest { user_id: user.id }).await.unwrap().into_inner().tokens;
     assert_eq!(tokens.len(), 2);
     // Listings never reveal secrets, only a short prefix.
     for t in &tokens {
@@ -220,6 +238,10 @@ async fn admin_manages_users_and_tokens() {
     let err = admin.admin().revoke_token(pb::RevokeTokenRequest { token_id: 9999 }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let me = admin.admin().who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner().user.unwrap();
-    let err = admin.admin().set_user_disabled(pb::SetUserDisabledRequest { user_id: me.id, disabled: true }).await.unwrap_err();
+    let err = admin
+        .admin()
+        .set_user_disabled(pb::SetUserDisabledRequest { user_id: me.id, disabled: true })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
 }

@@ -111,7 +111,10 @@ async fn good_files_import_and_bad_files_are_rejected_one_by_one() {
     let first = &report.results[0];
     let original = client
         .datasets()
-        .get_image_data(pb::GetImageDataRequest { image_id: first.image_id, variant: pb::ImageVariant::Original as i32 })
+        .get_image_data(pb::GetImageDataRequest {
+            image_id: first.image_id,
+            variant: pb::ImageVariant::Original as i32,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -125,12 +128,14 @@ async fn good_files_import_and_bad_files_are_rejected_one_by_one() {
         .into_inner();
     let face = image::load_from_memory_with_format(&face.data, image::ImageFormat::Png).unwrap();
     assert_eq!((face.width(), face.height()), (150, 150));
-    let thumb = client.datasets().get_thumbnail(pb::GetThumbnailRequest { image_id: first.image_id, size: 64 }).await.unwrap();
+    let thumb =
+        client.datasets().get_thumbnail(pb::GetThumbnailRequest { image_id: first.image_id, size: 64 }).await.unwrap();
     let thumb = image::load_from_memory_with_format(&thumb.into_inner().data, image::ImageFormat::Jpeg).unwrap();
     assert_eq!((thumb.width(), thumb.height()), (64, 64));
 
     let pgm_result = report.results.iter().find(|r| r.file_name == "gray.pgm").unwrap();
-    let meta = client.datasets().get_image(pb::GetImageRequest { image_id: pgm_result.image_id }).await.unwrap().into_inner();
+    let meta =
+        client.datasets().get_image(pb::GetImageRequest { image_id: pgm_result.image_id }).await.unwrap().into_inner();
     assert_eq!((meta.format, meta.width, meta.height), (pb::ImageFormat::Pnm as i32, 64, 80));
     assert_eq!(meta.identity, "Synthetic");
 
@@ -177,16 +182,23 @@ async fn lookups_of_missing_things_say_not_found() {
     let client = server.admin().await;
     let ds = client.datasets();
     assert_eq!(ds.clone().get_image(pb::GetImageRequest { image_id: 42 }).await.unwrap_err().code(), Code::NotFound);
-    assert_eq!(ds.clone().get_image(pb::GetImageRequest { image_id: 0 }).await.unwrap_err().code(), Code::InvalidArgument);
-    assert_eq!(ds.clone().delete_image(pb::DeleteImageRequest { image_id: 42 }).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        ds.clone().get_image(pb::GetImageRequest { image_id: 0 }).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        ds.clone().delete_image(pb::DeleteImageRequest { image_id: 42 }).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let err = ds.clone().get_image_data(pb::GetImageDataRequest { image_id: 42, variant: 99 }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err =
+        ds.clone().list_images(pb::ListImagesRequest { identity_id: 77, ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
     let err = ds
         .clone()
-        .get_image_data(pb::GetImageDataRequest { image_id: 42, variant: 99 })
+        .list_images(pb::ListImagesRequest { dataset: "../etc".into(), ..Default::default() })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    let err = ds.clone().list_images(pb::ListImagesRequest { identity_id: 77, ..Default::default() }).await.unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
-    let err = ds.clone().list_images(pb::ListImagesRequest { dataset: "../etc".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 }

@@ -67,7 +67,12 @@ async fn images_and_identities_page_through_everything_once() {
     assert!(own.images.iter().all(|i| i.identity_id == person.id && i.identity == person.name));
     let own_rest = client
         .datasets()
-        .list_images(pb::ListImagesRequest { identity_id: person.id, page_size: 3, page_token: own.next_page_token, ..Default::default() })
+        .list_images(pb::ListImagesRequest {
+            identity_id: person.id,
+            page_size: 3,
+            page_token: own.next_page_token,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -94,13 +99,14 @@ async fn bad_paging_arguments_are_invalid() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("page_token"));
-    let err = client
-        .admin()
-        .list_users(pb::ListUsersRequest { page_size: -3, page_token: String::new() })
-        .await
-        .unwrap_err();
+    let err =
+        client.admin().list_users(pb::ListUsersRequest { page_size: -3, page_token: String::new() }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     // Oversized pages are reduced, not refused.
-    let users = client.admin().list_users(pb::ListUsersRequest { page_size: 1_000_000, page_token: String::new() }).await.unwrap();
+    let users = client
+        .admin()
+        .list_users(pb::ListUsersRequest { page_size: 1_000_000, page_token: String::new() })
+        .await
+        .unwrap();
     assert_eq!(users.into_inner().users.len(), 1);
 }

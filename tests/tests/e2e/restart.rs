@@ -10,10 +10,18 @@ async fn restart_keeps_everything() {
     let client = server.admin().await;
     let first = import_demo(&client, 2).await;
     assert_eq!(first.imported, 10);
-    let before = client.datasets().list_images(pb::ListImagesRequest { page_size: 100, ..Default::default() }).await.unwrap().into_inner();
+    let before = client
+        .datasets()
+        .list_images(pb::ListImagesRequest { page_size: 100, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     let face_before = client
         .datasets()
-        .get_image_data(pb::GetImageDataRequest { image_id: first.results[3].image_id, variant: pb::ImageVariant::Face as i32 })
+        .get_image_data(pb::GetImageDataRequest {
+            image_id: first.results[3].image_id,
+            variant: pb::ImageVariant::Face as i32,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -21,11 +29,19 @@ async fn restart_keeps_everything() {
 
     let server = server.restart().await;
     let client = server.admin().await;
-    let after = client.datasets().list_images(pb::ListImagesRequest { page_size: 100, ..Default::default() }).await.unwrap().into_inner();
+    let after = client
+        .datasets()
+        .list_images(pb::ListImagesRequest { page_size: 100, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(after.images, before.images);
     let face_after = client
         .datasets()
-        .get_image_data(pb::GetImageDataRequest { image_id: first.results[3].image_id, variant: pb::ImageVariant::Face as i32 })
+        .get_image_data(pb::GetImageDataRequest {
+            image_id: first.results[3].image_id,
+            variant: pb::ImageVariant::Face as i32,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -42,5 +58,9 @@ async fn restart_keeps_everything() {
     let again = client.import_files("demo", demo_subset(3), |_, _| {}).await.unwrap();
     assert_eq!((again.imported, again.duplicates), (5, 10));
     let max_before = first.results.iter().map(|r| r.image_id).max().unwrap();
-    assert!(again.results.iter().filter(|r| r.outcome == pb::ImportOutcome::Imported as i32).all(|r| r.image_id > max_before));
+    assert!(again
+        .results
+        .iter()
+        .filter(|r| r.outcome == pb::ImportOutcome::Imported as i32)
+        .all(|r| r.image_id > max_before));
 }

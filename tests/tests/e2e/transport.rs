@@ -27,7 +27,10 @@ async fn reflection_lists_every_service_in_both_versions() {
         server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
         server_reflection_response::MessageResponse, ServerReflectionRequest,
     };
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut response = ServerReflectionClient::new(channel.clone())
         .server_reflection_info(futures::stream::iter(vec![request]))
         .await
@@ -42,16 +45,23 @@ async fn reflection_lists_every_service_in_both_versions() {
     assert!(names.iter().any(|n| n == "grpc.health.v1.Health"));
 
     use tonic_reflection::pb::v1alpha::{
-        server_reflection_client::ServerReflectionClient as AlphaClient, server_reflection_request::MessageRequest as AlphaRequest,
+        server_reflection_client::ServerReflectionClient as AlphaClient,
+        server_reflection_request::MessageRequest as AlphaRequest,
         server_reflection_response::MessageResponse as AlphaResponse, ServerReflectionRequest as AlphaMessage,
     };
     let request = AlphaMessage {
         host: String::new(),
         message_request: Some(AlphaRequest::FileContainingSymbol("facesim.v1.DatasetService".into())),
     };
-    let mut response = AlphaClient::new(channel).server_reflection_info(futures::stream::iter(vec![request])).await.unwrap().into_inner();
+    let mut response = AlphaClient::new(channel)
+        .server_reflection_info(futures::stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
     let Some(Ok(message)) = response.next().await else { panic!("no v1alpha answer") };
-    let Some(AlphaResponse::FileDescriptorResponse(files)) = message.message_response else { panic!("wrong v1alpha answer") };
+    let Some(AlphaResponse::FileDescriptorResponse(files)) = message.message_response else {
+        panic!("wrong v1alpha answer")
+    };
     assert!(!files.file_descriptor_proto.is_empty());
 }
 

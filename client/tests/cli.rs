@@ -1,0 +1,86 @@
+//! The README's quickstart through the real `facesim` binary against a real server: create a
+//! researcher, import every bundled demo face, page through them.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const ADMIN: &str = "cli-test-admin-token-0123456789";
+
+fn facesim(server: &str, token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_facesim"))
+        .args(args)
+        .env("FACESIM_SERVER", server)
+        .env("FACESIM_TOKEN", token)
+        .output()
+        .expect("run facesim");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_imports_the_demo_and_pages_through_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = facesim_server::Config::with_data_dir(dir.path());
+    config.admin_token = Some(ADMIN.into());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(facesim_server::serve(
+        config,
+        listener,
+        async move {
+            stopped.await.ok();
+        },
+        |_| {},
+    ));
+
+    let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../datasets/lfw-demo");
+    let demo = demo.to_str().unwrap().to_string();
+    let server2 = server.clone();
+    let results = tokio::task::spawn_blocking(move || {
+        let (ok, token, err) = facesim(&server2, ADMIN, &["admin", "create-user", "rita", "--role", "researcher"]);
+        assert!(ok, "{err}");
+        let token = token.trim().to_string();
+        assert!(err.contains("rita") && token.starts_with("fsm_"), "{err} {token}");
+
+        let (ok, out, err) = facesim(&server2, &token, &["whoami"]);
+        assert!(ok && out.starts_with("rita (user 2, role researcher"), "{out} {err}");
+
+        let (ok, out, err) = facesim(&server2, &token, &["dataset", "import", &demo]);
+        assert!(ok, "{err}");
+        assert!(out.contains("dataset lfw-demo: 2115 imported, 0 duplicates, 0 rejected (2115 files)"), "{out}");
+
+        let (ok, out, _) = facesim(&server2, &token, &["dataset", "summary"]);
+        assert!(
+            ok && out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["lfw-demo", "423", "2115"]),
+            "{out}"
+        );
+
+        // One page, then a hint for the next one.
+        let (ok, out, err) = facesim(&server2, &token, &["dataset", "list", "--page-size", "10"]);
+        assert!(ok && out.lines().count() == 11, "{out}");
+        let next = err.trim().strip_prefix("more: --page-token ").expect("a next-page hint").to_string();
+        let (ok, out, _) = facesim(&server2, &token, &["dataset", "list", "--page-size", "10", "--page-token", &next]);
+        assert!(ok && out.lines().nth(1).unwrap().trim_start().starts_with("11 "), "{out}");
+
+        // Every page: all images, each once.
+        let (ok, out, _) = facesim(&server2, &token, &["dataset", "list", "--all", "--page-size", "500"]);
+        let ids: Vec<u64> =
+            out.lines().skip(1).map(|l| l.split_whitespace().next().unwrap().parse().unwrap()).collect();
+        assert!(ok && ids.len() == 2115 && ids.windows(2).all(|w| w[0] < w[1]), "{} ids", ids.len());
+
+        // An annotator may not browse the dataset, and is told why.
+        let (_, annotator, _) = facesim(&server2, ADMIN, &["admin", "create-user", "anna", "--role", "annotator"]);
+        let (ok, _, err) = facesim(&server2, annotator.trim(), &["dataset", "list"]);
+        assert!(!ok && err.contains("permission denied") && err.contains("annotator"), "{err}");
+        let (ok, _, err) = facesim(&server2, "wrong", &["whoami"]);
+        assert!(!ok && err.contains("unauthenticated"), "{err}");
+    })
+    .await;
+    stop.send(()).ok();
+    task.await.unwrap().unwrap();
+    results.unwrap();
+}
