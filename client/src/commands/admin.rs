@@ -3,7 +3,7 @@
 use clap::{Subcommand, ValueEnum};
 use facesim_client::{pb, Client, ClientError};
 
-use super::{role_name, time};
+use super::{paginate, role_name, time};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum RoleArg {
@@ -76,29 +76,20 @@ pub async fn run(client: &Client, command: AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::ListUsers => {
             println!("{:>6}  {:<24} {:<11} {:<9} created (UTC)", "id", "name", "role", "state");
-            let mut page_token = String::new();
-            loop {
-                let page = admin
-                    .list_users(pb::ListUsersRequest { page_size: 200, page_token })
-                    .await
-                    .map_err(ClientError::from)?
-                    .into_inner();
-                for u in &page.users {
-                    let state = if u.disabled { "disabled" } else { "active" };
-                    println!(
-                        "{:>6}  {:<24} {:<11} {:<9} {}",
-                        u.id,
-                        u.name,
-                        role_name(u.role),
-                        state,
-                        time(&u.create_time)
-                    );
+            paginate(String::new(), true, |page_token| {
+                let mut admin = client.admin();
+                async move {
+                    let page =
+                        admin.list_users(pb::ListUsersRequest { page_size: 200, page_token }).await?.into_inner();
+                    for u in &page.users {
+                        let state = if u.disabled { "disabled" } else { "active" };
+                        let created = time(&u.create_time);
+                        println!("{:>6}  {:<24} {:<11} {:<9} {created}", u.id, u.name, role_name(u.role), state);
+                    }
+                    Ok(page.next_page_token)
                 }
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                page_token = page.next_page_token;
-            }
+            })
+            .await?;
         }
         AdminCommand::DisableUser { user_id } | AdminCommand::EnableUser { user_id } => {
             let disabled = matches!(command, AdminCommand::DisableUser { .. });

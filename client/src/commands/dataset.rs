@@ -7,7 +7,7 @@ use clap::{Subcommand, ValueEnum};
 use facesim_client::{pb, scan_import_dir, Client, ClientError};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::time;
+use super::{paginate, time};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum VariantArg {
@@ -82,68 +82,46 @@ pub enum DatasetCommand {
 pub async fn run(client: &Client, command: DatasetCommand) -> anyhow::Result<()> {
     match command {
         DatasetCommand::Import { dir, dataset, verbose } => import(client, dir, dataset, verbose).await,
-        DatasetCommand::List { dataset, identity_id, page_size, mut page_token, all } => {
+        DatasetCommand::List { dataset, identity_id, page_size, page_token, all } => {
             println!("{:>7}  {:<12} {:<32} {:<28} {:>9}  created (UTC)", "id", "dataset", "identity", "file", "size");
-            loop {
-                let page = client
-                    .datasets()
-                    .list_images(pb::ListImagesRequest {
-                        dataset: dataset.clone().unwrap_or_default(),
-                        identity_id: identity_id.unwrap_or(0),
-                        page_size,
-                        page_token,
-                    })
-                    .await
-                    .map_err(ClientError::from)?
-                    .into_inner();
-                for i in &page.images {
-                    println!(
-                        "{:>7}  {:<12} {:<32} {:<28} {:>9}  {}",
-                        i.id,
-                        i.dataset,
-                        i.identity,
-                        i.file_name,
-                        format!("{}x{}", i.width, i.height),
-                        time(&i.create_time)
-                    );
+            paginate(page_token, all, |page_token| {
+                let request = pb::ListImagesRequest {
+                    dataset: dataset.clone().unwrap_or_default(),
+                    identity_id: identity_id.unwrap_or(0),
+                    page_size,
+                    page_token,
+                };
+                let mut datasets = client.datasets();
+                async move {
+                    let page = datasets.list_images(request).await?.into_inner();
+                    for i in &page.images {
+                        let size = format!("{}x{}", i.width, i.height);
+                        let created = time(&i.create_time);
+                        println!(
+                            "{:>7}  {:<12} {:<32} {:<28} {size:>9}  {created}",
+                            i.id, i.dataset, i.identity, i.file_name
+                        );
+                    }
+                    Ok(page.next_page_token)
                 }
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                if !all {
-                    eprintln!("more: --page-token {}", page.next_page_token);
-                    break;
-                }
-                page_token = page.next_page_token;
-            }
-            Ok(())
+            })
+            .await
         }
-        DatasetCommand::Identities { dataset, page_size, mut page_token, all } => {
+        DatasetCommand::Identities { dataset, page_size, page_token, all } => {
             println!("{:>7}  {:<12} {:<40} {:>6}", "id", "dataset", "name", "images");
-            loop {
-                let page = client
-                    .datasets()
-                    .list_identities(pb::ListIdentitiesRequest {
-                        dataset: dataset.clone().unwrap_or_default(),
-                        page_size,
-                        page_token,
-                    })
-                    .await
-                    .map_err(ClientError::from)?
-                    .into_inner();
-                for i in &page.identities {
-                    println!("{:>7}  {:<12} {:<40} {:>6}", i.id, i.dataset, i.name, i.image_count);
+            paginate(page_token, all, |page_token| {
+                let request =
+                    pb::ListIdentitiesRequest { dataset: dataset.clone().unwrap_or_default(), page_size, page_token };
+                let mut datasets = client.datasets();
+                async move {
+                    let page = datasets.list_identities(request).await?.into_inner();
+                    for i in &page.identities {
+                        println!("{:>7}  {:<12} {:<40} {:>6}", i.id, i.dataset, i.name, i.image_count);
+                    }
+                    Ok(page.next_page_token)
                 }
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                if !all {
-                    eprintln!("more: --page-token {}", page.next_page_token);
-                    break;
-                }
-                page_token = page.next_page_token;
-            }
-            Ok(())
+            })
+            .await
         }
         DatasetCommand::Summary => {
             let datasets = client

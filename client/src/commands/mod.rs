@@ -23,6 +23,26 @@ pub fn time(ts: &Option<prost_types::Timestamp>) -> String {
     format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
+/// Follows AIP-158 pages: `fetch(token)` prints one page and returns its next-page token. With
+/// `all` every page is fetched; otherwise the first one, and the token of the next is shown.
+pub async fn paginate<F, Fut>(mut token: String, all: bool, mut fetch: F) -> anyhow::Result<()>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<String, ClientError>>,
+{
+    loop {
+        let next = fetch(token).await?;
+        if next.is_empty() {
+            return Ok(());
+        }
+        if !all {
+            eprintln!("more: --page-token {next}");
+            return Ok(());
+        }
+        token = next;
+    }
+}
+
 pub fn role_name(role: i32) -> &'static str {
     match pb::Role::try_from(role) {
         Ok(pb::Role::Admin) => "admin",
