@@ -14,6 +14,10 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // By default a failed log write is reported with `eprintln!`, which panics when stderr
+        // itself is gone (a log collector died, `| head` exited): a lost log line must not
+        // take an RPC down with it.
+        .log_internal_errors(false)
         .init();
 
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
