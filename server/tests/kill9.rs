@@ -33,7 +33,8 @@ fn start(data_dir: &Path, keep_log: bool) -> (Child, String) {
             return (child, format!("http://{addr}"));
         }
     }
-    panic!("the server exited before listening");
+    let status = child.wait().expect("wait for the server");
+    panic!("the server exited ({status}) before listening");
 }
 
 fn authed<T>(message: T) -> tonic::Request<T> {
