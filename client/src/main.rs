@@ -29,6 +29,23 @@ enum Command {
     /// Manage users and tokens (admin role).
     #[command(subcommand)]
     Admin(commands::admin::AdminCommand),
+    /// Follow, list and cancel background jobs.
+    #[command(subcommand)]
+    Jobs(commands::jobs::JobsCommand),
+    /// Compare two faces (stored image ids or image files).
+    Compare {
+        a: String,
+        b: String,
+        /// Model id (default: the pretrained descriptor).
+        #[arg(long, default_value = "")]
+        model: String,
+    },
+    /// Print the embedding of a face (a stored image id or an image file).
+    Embed {
+        face: String,
+        #[arg(long, default_value = "")]
+        model: String,
+    },
     /// Show who the token belongs to.
     Whoami,
     /// Ask the server whether it is serving.
@@ -49,6 +66,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Dataset(command) => commands::dataset::run(&client, command).await,
         Command::Admin(command) => commands::admin::run(&client, command).await,
+        Command::Jobs(command) => commands::jobs::run(&client, command).await,
+        Command::Compare { a, b, model } => commands::faces::compare(&client, &a, &b, &model).await,
+        Command::Embed { face, model } => commands::faces::embed(&client, &face, &model).await,
         Command::Whoami => commands::admin::whoami(&client).await,
         Command::Health => commands::health(&client).await,
     }

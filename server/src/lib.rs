@@ -5,6 +5,9 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod dataset;
+pub mod descriptor;
+pub mod jobs;
+pub mod ranking;
 pub mod state;
 pub mod store;
 
@@ -21,6 +24,12 @@ pub enum ServerError {
     Store(#[from] store::StoreError),
     #[error("cannot set up users: {0}")]
     Auth(#[from] auth::AuthError),
+    #[error("cannot load the face descriptor: {0}")]
+    Descriptor(#[from] descriptor::DescriptorError),
+    #[error("cannot start the embedding job: {0}")]
+    Embedding(#[from] descriptor::EmbedJobError),
+    #[error("cannot recover jobs: {0}")]
+    Jobs(#[from] jobs::JobError),
     #[error("cannot import the demo faces: {0}")]
     Demo(#[from] dataset::DatasetError),
     #[error("cannot use the listener: {0}")]
@@ -63,10 +72,28 @@ pub async fn serve(
         tracing::info!(imported, files = outcomes.len(), dir = %config.demo_dir.display(), "imported demo faces");
     }
 
+    let jobs = jobs::Jobs::new(store.clone());
+    let interrupted = jobs.mark_interrupted()?;
+    if interrupted > 0 {
+        tracing::warn!(interrupted, "jobs that ran when the server last stopped are marked interrupted");
+    }
+    let device = descriptor::default_device();
+    let descriptor = Arc::new(descriptor::Descriptor::load(device)?);
+    tracing::info!(device = %descriptor::device_name(descriptor.device()), "face descriptor loaded");
+    let embedder = descriptor::Embedder::new(store.clone(), datasets.clone(), jobs.clone(), descriptor.clone());
+    // Embeddings missing after a crash or the demo import are computed in the background.
+    if let Some(job) = embedder.ensure(0)? {
+        tracing::info!(job, "embedding job started for images without embeddings");
+    }
+    let ranking = ranking::Ranking::new(store.clone(), datasets.clone(), descriptor);
+
     let addr = listener.local_addr()?;
-    let state = Arc::new(state::AppState { config, store: store.clone(), auth, datasets });
+    let state = Arc::new(state::AppState { config, store: store.clone(), auth, datasets, jobs, embedder, ranking });
     on_started(Started { addr, new_admin_token });
-    api::run(state, listener, shutdown).await?;
+    let served = api::run(state.clone(), listener, shutdown).await;
+    let embedder = state.embedder.clone();
+    tokio::task::spawn_blocking(move || embedder.shutdown()).await?;
+    served?;
     store.flush().await?;
     tracing::info!("store flushed, server stopped");
     Ok(())

@@ -3,6 +3,9 @@
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::dataset::Datasets;
+use crate::descriptor::Embedder;
+use crate::jobs::Jobs;
+use crate::ranking::Ranking;
 use crate::store::Store;
 
 pub struct AppState {
@@ -10,4 +13,7 @@ pub struct AppState {
     pub store: Store,
     pub auth: Auth,
     pub datasets: Datasets,
+    pub jobs: Jobs,
+    pub embedder: Embedder,
+    pub ranking: Ranking,
 }

@@ -28,6 +28,9 @@ pub enum DatasetCommand {
         /// Print every file's result, not only the rejected ones.
         #[arg(long)]
         verbose: bool,
+        /// Wait for the embeddings of the new images, with a progress bar.
+        #[arg(long)]
+        wait: bool,
     },
     /// List images, one page at a time (or all with --all).
     List {
@@ -81,7 +84,7 @@ pub enum DatasetCommand {
 
 pub async fn run(client: &Client, command: DatasetCommand) -> anyhow::Result<()> {
     match command {
-        DatasetCommand::Import { dir, dataset, verbose } => import(client, dir, dataset, verbose).await,
+        DatasetCommand::Import { dir, dataset, verbose, wait } => import(client, dir, dataset, verbose, wait).await,
         DatasetCommand::List { dataset, identity_id, page_size, page_token, all } => {
             println!("{:>7}  {:<12} {:<32} {:<28} {:>9}  created (UTC)", "id", "dataset", "identity", "file", "size");
             paginate(page_token, all, |page_token| {
@@ -188,7 +191,13 @@ pub async fn run(client: &Client, command: DatasetCommand) -> anyhow::Result<()>
     }
 }
 
-async fn import(client: &Client, dir: PathBuf, dataset: Option<String>, verbose: bool) -> anyhow::Result<()> {
+async fn import(
+    client: &Client,
+    dir: PathBuf,
+    dataset: Option<String>,
+    verbose: bool,
+    wait: bool,
+) -> anyhow::Result<()> {
     let dataset = match dataset {
         Some(name) => name,
         None => dir
@@ -229,5 +238,16 @@ async fn import(client: &Client, dir: PathBuf, dataset: Option<String>, verbose:
         "dataset {dataset}: {} imported, {} duplicates, {} rejected ({} files)",
         report.imported, report.duplicates, report.rejected, files
     );
+    if report.embedding_job_id != 0 {
+        if wait {
+            let job = super::jobs::watch(client, report.embedding_job_id).await?;
+            println!("embeddings: job {} {}: {}", job.id, super::jobs::state_name(job.state), job.message);
+        } else {
+            println!(
+                "embeddings: job {} is computing them; follow it with `facesim jobs watch {}`",
+                report.embedding_job_id, report.embedding_job_id
+            );
+        }
+    }
     Ok(())
 }

@@ -2,6 +2,8 @@
 
 pub mod admin;
 pub mod dataset;
+pub mod faces;
+pub mod jobs;
 
 use facesim_client::{pb, Client, ClientError};
 

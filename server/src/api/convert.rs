@@ -6,7 +6,7 @@ use facesim_proto::v1 as pb;
 use tonic::{Request, Status};
 
 use crate::auth::{Principal, Role};
-use crate::store::{IdentityRecord, ImageRecord, TokenRecord, UserRecord};
+use crate::store::{IdentityRecord, ImageRecord, JobRecord, TokenRecord, UserRecord};
 
 /// Page size when the request leaves it at 0.
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -114,6 +114,24 @@ pub fn identity(record: &IdentityRecord) -> pb::Identity {
         dataset: record.dataset.clone(),
         name: record.name.clone(),
         image_count: record.image_count,
+    }
+}
+
+pub fn job(record: &JobRecord) -> pb::Job {
+    pb::Job {
+        id: record.id,
+        kind: record.kind,
+        state: record.state,
+        progress: Some(pb::Progress { done: record.done, total: record.total }),
+        message: record.message.clone(),
+        created_by: record.created_by,
+        create_time: timestamp(record.create_millis),
+        start_time: timestamp(record.start_millis),
+        end_time: timestamp(record.end_millis),
+        device: record.device.clone(),
+        model_id: record.model_id.clone(),
+        batch_ids: Vec::new(),
+        metrics: record.metrics.clone(),
     }
 }
 

@@ -59,6 +59,7 @@ impl DatasetService for DatasetApi {
         &self,
         request: Request<Streaming<pb::ImportImagesRequest>>,
     ) -> Result<Response<pb::ImportImagesResponse>, Status> {
+        let principal_id = convert::principal(&request)?.user_id;
         let stream = request.into_inner();
         let datasets = self.state.datasets.clone();
         let mut outcomes = stream
@@ -119,6 +120,15 @@ impl DatasetService for DatasetApi {
         }
         // Acknowledge only what is on disk.
         self.state.datasets.flush().await?;
+        if response.imported > 0 {
+            let caller = principal_id;
+            let embedder = self.state.embedder.clone();
+            response.embedding_job_id = tokio::task::spawn_blocking(move || embedder.ensure(caller))
+                .await
+                .map_err(from_join)?
+                .map_err(super::status::from_embed_job)?
+                .unwrap_or(0);
+        }
         tracing::info!(
             imported = response.imported,
             duplicates = response.duplicates,

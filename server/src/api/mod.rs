@@ -5,7 +5,9 @@ mod admin;
 mod auth_layer;
 mod convert;
 mod dataset;
+mod jobs;
 mod pending;
+mod ranking;
 mod status;
 
 use std::future::Future;
@@ -90,12 +92,12 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .add_service(limited!(AdminServiceServer, admin::AdminApi::new(state.clone()), limit))
         .add_service(limited!(DatasetServiceServer, dataset::DatasetApi::new(state.clone()), limit))
-        .add_service(limited!(JobServiceServer, pending, limit))
+        .add_service(limited!(JobServiceServer, jobs::JobApi::new(state.clone()), limit))
         .add_service(limited!(ProposalServiceServer, pending, limit))
         .add_service(limited!(LabelingServiceServer, pending, limit))
         .add_service(limited!(TrainingServiceServer, pending, limit))
         .add_service(limited!(ModelServiceServer, pending, limit))
-        .add_service(limited!(RankingServiceServer, pending, limit))
+        .add_service(limited!(RankingServiceServer, ranking::RankingApi::new(state.clone()), limit))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining)
         .await?;
     Ok(())

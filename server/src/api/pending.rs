@@ -2,16 +2,13 @@
 //! UNIMPLEMENTED (the generated default), after authentication and role checks like any RPC.
 
 use facesim_proto::v1::{
-    job_service_server::JobService, labeling_service_server::LabelingService, model_service_server::ModelService,
-    proposal_service_server::ProposalService, ranking_service_server::RankingService,
-    training_service_server::TrainingService,
+    labeling_service_server::LabelingService, model_service_server::ModelService,
+    proposal_service_server::ProposalService, training_service_server::TrainingService,
 };
 
 #[derive(Debug, Clone, Copy)]
 pub struct Pending;
 
-#[tonic::async_trait]
-impl JobService for Pending {}
 #[tonic::async_trait]
 impl ProposalService for Pending {}
 #[tonic::async_trait]
@@ -20,5 +17,3 @@ impl LabelingService for Pending {}
 impl TrainingService for Pending {}
 #[tonic::async_trait]
 impl ModelService for Pending {}
-#[tonic::async_trait]
-impl RankingService for Pending {}

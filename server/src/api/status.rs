@@ -4,6 +4,9 @@ use tonic::{Code, Status};
 
 use crate::auth::AuthError;
 use crate::dataset::DatasetError;
+use crate::descriptor::{DescriptorError, EmbedJobError};
+use crate::jobs::JobError;
+use crate::ranking::RankingError;
 use crate::store::StoreError;
 
 pub fn from_store(error: StoreError) -> Status {
@@ -59,5 +62,58 @@ impl From<AuthError> for Status {
 impl From<DatasetError> for Status {
     fn from(error: DatasetError) -> Self {
         from_dataset(error)
+    }
+}
+
+pub fn from_descriptor(error: DescriptorError) -> Status {
+    tracing::error!(%error, "descriptor failure");
+    match error {
+        DescriptorError::BadInput(..) => Status::invalid_argument(error.to_string()),
+        DescriptorError::Weights(_) | DescriptorError::Tensor(_) => {
+            Status::internal(format!("the face descriptor failed: {error}"))
+        }
+    }
+}
+
+pub fn from_jobs(error: JobError) -> Status {
+    let message = error.to_string();
+    match error {
+        JobError::NotFound(_) => Status::not_found(message),
+        JobError::AlreadyEnded { .. } => Status::failed_precondition(message),
+        JobError::Store(e) => from_store(e),
+    }
+}
+
+pub fn from_embed_job(error: EmbedJobError) -> Status {
+    match error {
+        EmbedJobError::Descriptor(e) => from_descriptor(e),
+        EmbedJobError::Dataset(e) => from_dataset(e),
+        EmbedJobError::Job(e) => from_jobs(e),
+        EmbedJobError::Store(e) => from_store(e),
+    }
+}
+
+pub fn from_ranking(error: RankingError) -> Status {
+    let message = error.to_string();
+    match error {
+        RankingError::UnknownModel(_) | RankingError::ImageNotFound(_) => Status::not_found(message),
+        RankingError::BadImage(_) | RankingError::BadEmbedding { .. } | RankingError::MissingFace => {
+            Status::invalid_argument(message)
+        }
+        RankingError::Descriptor(e) => from_descriptor(e),
+        RankingError::Dataset(e) => from_dataset(e),
+        RankingError::Store(e) => from_store(e),
+    }
+}
+
+impl From<JobError> for Status {
+    fn from(error: JobError) -> Self {
+        from_jobs(error)
+    }
+}
+
+impl From<RankingError> for Status {
+    fn from(error: RankingError) -> Self {
+        from_ranking(error)
     }
 }

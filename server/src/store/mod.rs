@@ -1,6 +1,7 @@
 //! The sled store: the only module that imports sled. It owns the named trees, the schema
 //! version, id sequences and the typed encoding of every record kept on disk.
 
+mod embeddings;
 mod images;
 mod records;
 mod users;
@@ -9,7 +10,7 @@ use std::path::Path;
 
 pub use images::{DeletedImage, InsertImage, InsertedImage};
 use prost::Message;
-pub use records::{IdentityRecord, ImageRecord, TokenRecord, UserRecord};
+pub use records::{IdentityRecord, ImageRecord, JobRecord, TokenRecord, UserRecord};
 pub use users::UserInsert;
 
 /// The on-disk layout version. Bumped on any incompatible change of keys or records; a store of
@@ -147,6 +148,15 @@ impl Store {
         // update_and_fetch always stores Some, so the value is present and 8 bytes long.
         let bytes = value.expect("sequence value was just written");
         Ok(u64::from_be_bytes(bytes.as_ref().try_into().expect("sequence values are 8 bytes")))
+    }
+
+    /// The last id handed out by a sequence (0 when none yet).
+    pub fn peek_id(&self, sequence: &str) -> Result<u64, StoreError> {
+        let key = format!("seq/{sequence}");
+        match self.meta.tree.get(key.as_bytes())? {
+            Some(bytes) => decode_id("meta", &bytes),
+            None => Ok(0),
+        }
     }
 
     /// Writes everything to disk. Callers await this before acknowledging a write, so that an

@@ -78,3 +78,36 @@ pub struct IdentityRecord {
     #[prost(uint64, tag = "4")]
     pub image_count: u64,
 }
+
+/// A background job and its progress.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct JobRecord {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// The kind's number, as in the API's `JobKind`.
+    #[prost(int32, tag = "2")]
+    pub kind: i32,
+    /// The state's number, as in the API's `JobState`.
+    #[prost(int32, tag = "3")]
+    pub state: i32,
+    #[prost(uint64, tag = "4")]
+    pub done: u64,
+    #[prost(uint64, tag = "5")]
+    pub total: u64,
+    #[prost(string, tag = "6")]
+    pub message: String,
+    #[prost(uint64, tag = "7")]
+    pub created_by: u64,
+    #[prost(int64, tag = "8")]
+    pub create_millis: i64,
+    #[prost(int64, tag = "9")]
+    pub start_millis: i64,
+    #[prost(int64, tag = "10")]
+    pub end_millis: i64,
+    #[prost(string, tag = "11")]
+    pub device: String,
+    #[prost(string, tag = "12")]
+    pub model_id: String,
+    #[prost(map = "string, double", tag = "13")]
+    pub metrics: std::collections::HashMap<String, f64>,
+}

@@ -1,0 +1,40 @@
+//! Embeddings keyed by `(model id, image id)`, stored as little-endian f32.
+
+use super::images::embedding_prefix;
+use super::{id_key, Store, StoreError};
+
+fn key(model_id: &str, image_id: u64) -> Vec<u8> {
+    let mut key = embedding_prefix(model_id);
+    key.extend_from_slice(&id_key(image_id));
+    key
+}
+
+impl Store {
+    pub fn put_embedding(&self, model_id: &str, image_id: u64, values: &[f32]) -> Result<(), StoreError> {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.embeddings.put_raw(&key(model_id, image_id), &bytes)
+    }
+
+    pub fn embedding(&self, model_id: &str, image_id: u64) -> Result<Option<Vec<f32>>, StoreError> {
+        Ok(self
+            .embeddings
+            .get_raw(&key(model_id, image_id))?
+            .map(|bytes| bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
+    }
+
+    pub fn has_embedding(&self, model_id: &str, image_id: u64) -> Result<bool, StoreError> {
+        Ok(self.embeddings.get_raw(&key(model_id, image_id))?.is_some())
+    }
+
+    /// Ids of every stored image that has no embedding under `model_id`, in id order.
+    pub fn images_without_embedding(&self, model_id: &str) -> Result<Vec<u64>, StoreError> {
+        let mut missing = Vec::new();
+        for item in self.images.tree.iter().keys() {
+            let image_id = super::decode_id("images", &item?)?;
+            if !self.has_embedding(model_id, image_id)? {
+                missing.push(image_id);
+            }
+        }
+        Ok(missing)
+    }
+}
