@@ -2,6 +2,7 @@
 //! typed stubs for each service, and helpers such as streaming a folder of faces in.
 
 mod import;
+pub mod metrics;
 
 use std::str::FromStr;
 

@@ -46,6 +46,9 @@ enum Command {
         #[arg(long, default_value = "")]
         model: String,
     },
+    /// Evaluate a model on a benchmark protocol.
+    #[command(subcommand)]
+    Eval(commands::eval::EvalCommand),
     /// Show who the token belongs to.
     Whoami,
     /// Ask the server whether it is serving.
@@ -69,6 +72,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(command) => commands::jobs::run(&client, command).await,
         Command::Compare { a, b, model } => commands::faces::compare(&client, &a, &b, &model).await,
         Command::Embed { face, model } => commands::faces::embed(&client, &face, &model).await,
+        Command::Eval(command) => commands::eval::run(&client, command).await,
         Command::Whoami => commands::admin::whoami(&client).await,
         Command::Health => commands::health(&client).await,
     }

@@ -84,3 +84,68 @@ async fn quickstart_imports_the_demo_and_pages_through_it() {
     task.await.unwrap().unwrap();
     results.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_waits_for_embeddings_and_faces_compare() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = facesim_server::Config::with_data_dir(dir.path().join("data"));
+    config.admin_token = Some(ADMIN.into());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(facesim_server::serve(
+        config,
+        listener,
+        async move {
+            stopped.await.ok();
+        },
+        |_| {},
+    ));
+
+    // Two people of the demo, copied into a folder of their own.
+    let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../datasets/lfw-demo");
+    let small = dir.path().join("two-people");
+    for person in ["Colin_Powell", "Serena_Williams"] {
+        std::fs::create_dir_all(small.join(person)).unwrap();
+        for n in 1..=3 {
+            let file = format!("{person}_{n:04}.jpg");
+            std::fs::copy(demo.join(person).join(&file), small.join(person).join(&file)).unwrap();
+        }
+    }
+    let small = small.to_str().unwrap().to_string();
+    let colin = demo.join("Colin_Powell/Colin_Powell_0004.jpg").to_str().unwrap().to_string();
+    let server2 = server.clone();
+    let results = tokio::task::spawn_blocking(move || {
+        let (ok, out, err) = facesim(&server2, ADMIN, &["dataset", "import", &small, "--wait"]);
+        assert!(ok, "{err}");
+        assert!(out.contains("6 imported"), "{out}");
+        assert!(out.contains("embeddings: job 1 succeeded: embedded 6 images"), "{out}");
+
+        let (ok, out, _) = facesim(&server2, ADMIN, &["jobs", "list"]);
+        assert!(ok && out.lines().nth(1).unwrap().contains("embedding") && out.contains("6/6"), "{out}");
+
+        // Images 1-3 are Colin Powell, 4-6 Serena Williams (import order).
+        let distance = |a: &str, b: &str| -> f64 {
+            let (ok, out, err) = facesim(&server2, ADMIN, &["compare", a, b]);
+            assert!(ok && out.starts_with("distance ") && out.contains("model descriptor/v1"), "{out} {err}");
+            out.split_whitespace().nth(1).unwrap().parse().unwrap()
+        };
+        let (same, other) = (distance("1", "2"), distance("1", "4"));
+        assert!(same < other, "same person {same}, different people {other}");
+        let (_, out, _) = facesim(&server2, ADMIN, &["compare", "1", "2"]);
+        assert!(out.contains("same person / look alike"), "{out}");
+        // A file that was never imported, against stored images of the same and another person.
+        assert!(distance(&colin, "3") < distance(&colin, "6"));
+
+        let (ok, out, _) = facesim(&server2, ADMIN, &["embed", "5"]);
+        assert!(ok && out.split_whitespace().count() == 128, "{out}");
+        let (ok, _, err) = facesim(&server2, ADMIN, &["compare", "1", "/no/such/file.jpg"]);
+        assert!(!ok && err.contains("cannot read image file"), "{err}");
+        let (ok, _, err) = facesim(&server2, ADMIN, &["compare", "1", "999"]);
+        assert!(!ok && err.contains("not found"), "{err}");
+    })
+    .await;
+    stop.send(()).ok();
+    task.await.unwrap().unwrap();
+    results.unwrap();
+}

@@ -10,9 +10,27 @@ use tonic::metadata::MetadataValue;
 
 const TOKEN: &str = "kill9-admin-token-0123456789";
 
+/// A server process that is killed and reaped when dropped, so a failing assertion never
+/// leaves it running.
+struct Server(Child);
+
+impl Server {
+    /// SIGKILL, as `kill -9` sends it.
+    fn kill9(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
 /// Starts the binary on an ephemeral port and returns it with the address it logged. With
 /// `keep_log` the log is drained for the server's lifetime; without it the pipe is closed.
-fn start(data_dir: &Path, keep_log: bool) -> (Child, String) {
+fn start(data_dir: &Path, keep_log: bool) -> (Server, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_facesim-server"))
         .args(["--addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
@@ -30,7 +48,7 @@ fn start(data_dir: &Path, keep_log: bool) -> (Child, String) {
             if keep_log {
                 std::thread::spawn(move || lines.for_each(drop));
             }
-            return (child, format!("http://{addr}"));
+            return (Server(child), format!("http://{addr}"));
         }
     }
     let status = child.wait().expect("wait for the server");
@@ -75,13 +93,10 @@ async fn acknowledged_import_survives_sigkill() {
     let acknowledged: Vec<u64> = report.results.iter().map(|r| r.image_id).collect();
 
     // SIGKILL right after the acknowledgement: no graceful shutdown, no final flush.
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill9();
 
-    let (mut server, url) = start(dir.path(), true);
+    let (_server, url) = start(dir.path(), true);
     assert_eq!(image_ids(&url).await, acknowledged);
-    server.kill().unwrap();
-    server.wait().unwrap();
 }
 
 /// Regression: a failed log write used to panic the handler (tracing-subscriber reports write
@@ -89,11 +104,9 @@ async fn acknowledged_import_survives_sigkill() {
 #[tokio::test]
 async fn serves_after_its_log_reader_is_gone() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, url) = start(dir.path(), false);
+    let (_server, url) = start(dir.path(), false);
     let mut client = DatasetServiceClient::connect(url.clone()).await.unwrap();
     let report = client.import_images(authed(futures::stream::iter(demo_messages()))).await.unwrap().into_inner();
     assert_eq!(report.imported, 5);
     assert_eq!(image_ids(&url).await.len(), 5);
-    server.kill().unwrap();
-    server.wait().unwrap();
 }

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod dataset;
+pub mod eval;
 pub mod faces;
 pub mod jobs;
 

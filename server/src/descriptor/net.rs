@@ -13,6 +13,8 @@ use super::DescriptorError;
 /// filters: conv(x)·w + (bias·w + b) equals conv with filters scaled by w.
 struct ConvLayer {
     filters: Tensor,
+    /// The filters as a (Cout, Cin·kh·kw) matrix, for the single-image path.
+    filter_matrix: Tensor,
     bias: Tensor,
     stride: usize,
     padding: usize,
@@ -53,8 +55,10 @@ impl ConvLayer {
             }
         }
         let folded_bias: Vec<f32> = (0..cout).map(|o| bias[o] * scale[o] + shift[o]).collect();
+        let filters = Tensor::from_vec(oihw, (cout, cin, kh, kw), device)?;
         Ok(ConvLayer {
-            filters: Tensor::from_vec(oihw, (cout, cin, kh, kw), device)?,
+            filter_matrix: filters.reshape((cout, cin * kh * kw))?,
+            filters,
             bias: Tensor::from_vec(folded_bias, (1, cout, 1, 1), device)?,
             stride,
             padding,
@@ -62,7 +66,32 @@ impl ConvLayer {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor, DescriptorError> {
+        if self.stride == 1 && x.dim(0)? == 1 {
+            return self.forward_single(x);
+        }
         Ok(x.conv2d(&self.filters, self.padding, self.stride, 1, 1)?.broadcast_add(&self.bias)?)
+    }
+
+    /// A stride-1 convolution of one image as `filters (Cout×K) · columns (K×HW)`. candle's
+    /// conv2d computes `columns (HW×K) · filters (K×Cout)`, and the matrix multiply spreads
+    /// its work over threads along the output's columns: with 32-256 output channels there is
+    /// too little to split, so one image used one core. Here the columns are the H·W positions.
+    fn forward_single(&self, x: &Tensor) -> Result<Tensor, DescriptorError> {
+        let (_, cin, h, w) = x.dims4()?;
+        let (cout, _, kh, kw) = self.filters.dims4()?;
+        let p = self.padding;
+        let padded = x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?;
+        let (ho, wo) = (h + 2 * p + 1 - kh, w + 2 * p + 1 - kw);
+        let mut shifted = Vec::with_capacity(kh * kw);
+        for dy in 0..kh {
+            for dx in 0..kw {
+                shifted.push(padded.narrow(2, dy, ho)?.narrow(3, dx, wo)?);
+            }
+        }
+        // (1, Cin, kh·kw, ho, wo): row index cin·kh·kw + dy·kw + dx, as in the filter matrix.
+        let columns = Tensor::stack(&shifted, 2)?.reshape((cin * kh * kw, ho * wo))?;
+        let out = self.filter_matrix.matmul(&columns)?.reshape((1, cout, ho, wo))?;
+        Ok(out.broadcast_add(&self.bias)?)
     }
 }
 

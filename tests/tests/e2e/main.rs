@@ -2,6 +2,7 @@
 //! (or gRPC-Web, or from Python) as a user would.
 
 mod auth_matrix;
+mod embeddings;
 mod import;
 mod paging;
 mod python_client;
