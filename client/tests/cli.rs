@@ -20,12 +20,12 @@ fn facesim(server: &str, token: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quickstart_imports_the_demo_and_pages_through_it() {
-    let dir = tempfile::tempdir().unwrap();
+/// Runs `story` (blocking CLI calls, given the server address) against a real server on a
+/// loopback port whose data dir is `data_dir`, then stops the server cleanly.
+async fn with_server(data_dir: &std::path::Path, story: impl FnOnce(String) + Send + 'static) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = format!("http://{}", listener.local_addr().unwrap());
-    let mut config = facesim_server::Config::with_data_dir(dir.path());
+    let mut config = facesim_server::Config::with_data_dir(data_dir);
     config.admin_token = Some(ADMIN.into());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(facesim_server::serve(
@@ -36,71 +36,65 @@ async fn quickstart_imports_the_demo_and_pages_through_it() {
         },
         |_| {},
     ));
+    let result = tokio::task::spawn_blocking(move || story(server)).await;
+    stop.send(()).ok();
+    task.await.unwrap().unwrap();
+    result.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_imports_the_demo_and_pages_through_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_path_buf();
 
     let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../datasets/lfw-demo");
     let demo = demo.to_str().unwrap().to_string();
-    let server2 = server.clone();
-    let results = tokio::task::spawn_blocking(move || {
-        let (ok, token, err) = facesim(&server2, ADMIN, &["admin", "create-user", "rita", "--role", "researcher"]);
+    with_server(&data_dir, move |server| {
+        let (ok, token, err) = facesim(&server, ADMIN, &["admin", "create-user", "rita", "--role", "researcher"]);
         assert!(ok, "{err}");
         let token = token.trim().to_string();
         assert!(err.contains("rita") && token.starts_with("fsm_"), "{err} {token}");
 
-        let (ok, out, err) = facesim(&server2, &token, &["whoami"]);
+        let (ok, out, err) = facesim(&server, &token, &["whoami"]);
         assert!(ok && out.starts_with("rita (user 2, role researcher"), "{out} {err}");
 
-        let (ok, out, err) = facesim(&server2, &token, &["dataset", "import", &demo]);
+        let (ok, out, err) = facesim(&server, &token, &["dataset", "import", &demo]);
         assert!(ok, "{err}");
         assert!(out.contains("dataset lfw-demo: 2115 imported, 0 duplicates, 0 rejected (2115 files)"), "{out}");
 
-        let (ok, out, _) = facesim(&server2, &token, &["dataset", "summary"]);
+        let (ok, out, _) = facesim(&server, &token, &["dataset", "summary"]);
         assert!(
             ok && out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["lfw-demo", "423", "2115"]),
             "{out}"
         );
 
         // One page, then a hint for the next one.
-        let (ok, out, err) = facesim(&server2, &token, &["dataset", "list", "--page-size", "10"]);
+        let (ok, out, err) = facesim(&server, &token, &["dataset", "list", "--page-size", "10"]);
         assert!(ok && out.lines().count() == 11, "{out}");
         let next = err.trim().strip_prefix("more: --page-token ").expect("a next-page hint").to_string();
-        let (ok, out, _) = facesim(&server2, &token, &["dataset", "list", "--page-size", "10", "--page-token", &next]);
+        let (ok, out, _) = facesim(&server, &token, &["dataset", "list", "--page-size", "10", "--page-token", &next]);
         assert!(ok && out.lines().nth(1).unwrap().trim_start().starts_with("11 "), "{out}");
 
         // Every page: all images, each once.
-        let (ok, out, _) = facesim(&server2, &token, &["dataset", "list", "--all", "--page-size", "500"]);
+        let (ok, out, _) = facesim(&server, &token, &["dataset", "list", "--all", "--page-size", "500"]);
         let ids: Vec<u64> =
             out.lines().skip(1).map(|l| l.split_whitespace().next().unwrap().parse().unwrap()).collect();
         assert!(ok && ids.len() == 2115 && ids.windows(2).all(|w| w[0] < w[1]), "{} ids", ids.len());
 
         // An annotator may not browse the dataset, and is told why.
-        let (_, annotator, _) = facesim(&server2, ADMIN, &["admin", "create-user", "anna", "--role", "annotator"]);
-        let (ok, _, err) = facesim(&server2, annotator.trim(), &["dataset", "list"]);
+        let (_, annotator, _) = facesim(&server, ADMIN, &["admin", "create-user", "anna", "--role", "annotator"]);
+        let (ok, _, err) = facesim(&server, annotator.trim(), &["dataset", "list"]);
         assert!(!ok && err.contains("permission denied") && err.contains("annotator"), "{err}");
-        let (ok, _, err) = facesim(&server2, "wrong", &["whoami"]);
+        let (ok, _, err) = facesim(&server, "wrong", &["whoami"]);
         assert!(!ok && err.contains("unauthenticated"), "{err}");
     })
     .await;
-    stop.send(()).ok();
-    task.await.unwrap().unwrap();
-    results.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_waits_for_embeddings_and_faces_compare() {
     let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = format!("http://{}", listener.local_addr().unwrap());
-    let mut config = facesim_server::Config::with_data_dir(dir.path().join("data"));
-    config.admin_token = Some(ADMIN.into());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(facesim_server::serve(
-        config,
-        listener,
-        async move {
-            stopped.await.ok();
-        },
-        |_| {},
-    ));
+    let data_dir = dir.path().join("data");
 
     // Two people of the demo, copied into a folder of their own.
     let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../datasets/lfw-demo");
@@ -114,38 +108,34 @@ async fn import_waits_for_embeddings_and_faces_compare() {
     }
     let small = small.to_str().unwrap().to_string();
     let colin = demo.join("Colin_Powell/Colin_Powell_0004.jpg").to_str().unwrap().to_string();
-    let server2 = server.clone();
-    let results = tokio::task::spawn_blocking(move || {
-        let (ok, out, err) = facesim(&server2, ADMIN, &["dataset", "import", &small, "--wait"]);
+    with_server(&data_dir, move |server| {
+        let (ok, out, err) = facesim(&server, ADMIN, &["dataset", "import", &small, "--wait"]);
         assert!(ok, "{err}");
         assert!(out.contains("6 imported"), "{out}");
         assert!(out.contains("embeddings: job 1 succeeded: embedded 6 images"), "{out}");
 
-        let (ok, out, _) = facesim(&server2, ADMIN, &["jobs", "list"]);
+        let (ok, out, _) = facesim(&server, ADMIN, &["jobs", "list"]);
         assert!(ok && out.lines().nth(1).unwrap().contains("embedding") && out.contains("6/6"), "{out}");
 
         // Images 1-3 are Colin Powell, 4-6 Serena Williams (import order).
         let distance = |a: &str, b: &str| -> f64 {
-            let (ok, out, err) = facesim(&server2, ADMIN, &["compare", a, b]);
+            let (ok, out, err) = facesim(&server, ADMIN, &["compare", a, b]);
             assert!(ok && out.starts_with("distance ") && out.contains("model descriptor/v1"), "{out} {err}");
             out.split_whitespace().nth(1).unwrap().parse().unwrap()
         };
         let (same, other) = (distance("1", "2"), distance("1", "4"));
         assert!(same < other, "same person {same}, different people {other}");
-        let (_, out, _) = facesim(&server2, ADMIN, &["compare", "1", "2"]);
+        let (_, out, _) = facesim(&server, ADMIN, &["compare", "1", "2"]);
         assert!(out.contains("same person / look alike"), "{out}");
         // A file that was never imported, against stored images of the same and another person.
         assert!(distance(&colin, "3") < distance(&colin, "6"));
 
-        let (ok, out, _) = facesim(&server2, ADMIN, &["embed", "5"]);
+        let (ok, out, _) = facesim(&server, ADMIN, &["embed", "5"]);
         assert!(ok && out.split_whitespace().count() == 128, "{out}");
-        let (ok, _, err) = facesim(&server2, ADMIN, &["compare", "1", "/no/such/file.jpg"]);
+        let (ok, _, err) = facesim(&server, ADMIN, &["compare", "1", "/no/such/file.jpg"]);
         assert!(!ok && err.contains("cannot read image file"), "{err}");
-        let (ok, _, err) = facesim(&server2, ADMIN, &["compare", "1", "999"]);
+        let (ok, _, err) = facesim(&server, ADMIN, &["compare", "1", "999"]);
         assert!(!ok && err.contains("not found"), "{err}");
     })
     .await;
-    stop.send(()).ok();
-    task.await.unwrap().unwrap();
-    results.unwrap();
 }

@@ -1,7 +1,17 @@
 //! A restart on the same data dir keeps users, tokens, images and id sequences.
 
-use facesim_client::pb;
+use facesim_client::{pb, Client};
 use facesim_tests::{demo_subset, import_demo, TestServer};
+
+async fn listing(client: &Client) -> Vec<pb::Image> {
+    let request = pb::ListImagesRequest { page_size: 100, ..Default::default() };
+    client.datasets().list_images(request).await.unwrap().into_inner().images
+}
+
+async fn face_crop(client: &Client, image_id: u64) -> Vec<u8> {
+    let request = pb::GetImageDataRequest { image_id, variant: pb::ImageVariant::Face as i32 };
+    client.datasets().get_image_data(request).await.unwrap().into_inner().data
+}
 
 #[tokio::test]
 async fn restart_keeps_everything() {
@@ -10,42 +20,14 @@ async fn restart_keeps_everything() {
     let client = server.admin().await;
     let first = import_demo(&client, 2).await;
     assert_eq!(first.imported, 10);
-    let before = client
-        .datasets()
-        .list_images(pb::ListImagesRequest { page_size: 100, ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
-    let face_before = client
-        .datasets()
-        .get_image_data(pb::GetImageDataRequest {
-            image_id: first.results[3].image_id,
-            variant: pb::ImageVariant::Face as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let before = listing(&client).await;
+    let face_before = face_crop(&client, first.results[3].image_id).await;
     drop(client);
 
     let server = server.restart().await;
     let client = server.admin().await;
-    let after = client
-        .datasets()
-        .list_images(pb::ListImagesRequest { page_size: 100, ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(after.images, before.images);
-    let face_after = client
-        .datasets()
-        .get_image_data(pb::GetImageDataRequest {
-            image_id: first.results[3].image_id,
-            variant: pb::ImageVariant::Face as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(face_after.data, face_before.data);
+    assert_eq!(listing(&client).await, before);
+    assert_eq!(face_crop(&client, first.results[3].image_id).await, face_before);
 
     // Tokens made before the restart still work; the bootstrap admin was not duplicated.
     let anna = server.client(Some(&annotator)).await;
