@@ -121,13 +121,13 @@ impl DatasetService for DatasetApi {
         // Acknowledge only what is on disk.
         self.state.datasets.flush().await?;
         if response.imported > 0 {
-            let caller = principal_id;
+            // The import is stored and acknowledged whatever happens here: embeddings are derived
+            // data, and the next import or restart starts the job again.
             let embedder = self.state.embedder.clone();
-            response.embedding_job_id = tokio::task::spawn_blocking(move || embedder.ensure(caller))
-                .await
-                .map_err(from_join)?
-                .map_err(super::status::from_embed_job)?
-                .unwrap_or(0);
+            match tokio::task::spawn_blocking(move || embedder.ensure(principal_id)).await.map_err(from_join)? {
+                Ok(job) => response.embedding_job_id = job.unwrap_or(0),
+                Err(error) => tracing::error!(%error, "cannot start the embedding job after an import"),
+            }
         }
         tracing::info!(
             imported = response.imported,

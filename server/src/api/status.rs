@@ -4,7 +4,7 @@ use tonic::{Code, Status};
 
 use crate::auth::AuthError;
 use crate::dataset::DatasetError;
-use crate::descriptor::{DescriptorError, EmbedJobError};
+use crate::descriptor::DescriptorError;
 use crate::jobs::JobError;
 use crate::ranking::RankingError;
 use crate::store::StoreError;
@@ -81,15 +81,6 @@ pub fn from_jobs(error: JobError) -> Status {
         JobError::NotFound(_) => Status::not_found(message),
         JobError::AlreadyEnded { .. } => Status::failed_precondition(message),
         JobError::Store(e) => from_store(e),
-    }
-}
-
-pub fn from_embed_job(error: EmbedJobError) -> Status {
-    match error {
-        EmbedJobError::Descriptor(e) => from_descriptor(e),
-        EmbedJobError::Dataset(e) => from_dataset(e),
-        EmbedJobError::Job(e) => from_jobs(e),
-        EmbedJobError::Store(e) => from_store(e),
     }
 }
 
