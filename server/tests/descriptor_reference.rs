@@ -1,7 +1,9 @@
 //! The Candle descriptor reproduces face-api's original JavaScript network. The reference
 //! vectors in `fixtures/faceapi_descriptors.json` were computed by face-api 1.7.15 itself on
 //! the pure-JS tfjs CPU backend (`tools/faceapi-reference/reference.mjs`) from the same input
-//! tensors that `support/reference_inputs.rs` builds here.
+//! tensors that `support/reference_inputs.rs` builds here. `tools/faceapi-reference/check.sh`
+//! recomputes them with face-api and runs this test on the fresh file
+//! (`FACESIM_DESCRIPTOR_FIXTURE`).
 
 #[path = "support/reference_inputs.rs"]
 mod reference_inputs;
@@ -24,7 +26,11 @@ fn demo_dir() -> std::path::PathBuf {
 
 #[test]
 fn candle_port_matches_faceapi_within_1e_3() {
-    let fixture: Fixture = serde_json::from_str(include_str!("fixtures/faceapi_descriptors.json")).unwrap();
+    let text = match std::env::var("FACESIM_DESCRIPTOR_FIXTURE") {
+        Ok(path) => std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}")),
+        Err(_) => include_str!("fixtures/faceapi_descriptors.json").to_string(),
+    };
+    let fixture: Fixture = serde_json::from_str(&text).unwrap();
     assert_eq!(fixture.backend, "cpu");
     let inputs = reference_inputs::reference_inputs(&demo_dir());
     assert_eq!(inputs.len(), 23, "20 faces, black, white, noise");
