@@ -166,16 +166,21 @@ pub fn encode_png(image: &RgbImage) -> Vec<u8> {
     out.into_inner()
 }
 
-/// A JPEG thumbnail of a stored face PNG whose longest side is `size`.
-pub fn thumbnail_jpeg(face_png: &[u8], size: u32) -> Result<Vec<u8>, DecodeError> {
-    let face = image::load_from_memory_with_format(face_png, ImageFormat::Png)
-        .map_err(|e| DecodeError::Corrupt { format: Format::Png, detail: e.to_string() })?;
-    let thumb = face.resize(size, size, FilterType::Triangle).to_rgb8();
+/// Decodes a face crop stored by [`encode_png`].
+pub fn decode_face_png(face_png: &[u8]) -> Result<RgbImage, DecodeError> {
+    image::load_from_memory_with_format(face_png, ImageFormat::Png)
+        .map(|face| face.to_rgb8())
+        .map_err(|e| DecodeError::Corrupt { format: Format::Png, detail: e.to_string() })
+}
+
+/// A `size`x`size` JPEG thumbnail of a (square) face crop.
+pub fn thumbnail_jpeg(face: &RgbImage, size: u32) -> Vec<u8> {
+    let thumb = image::imageops::resize(face, size, size, FilterType::Triangle);
     let mut out = Cursor::new(Vec::new());
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
         .encode_image(&thumb)
         .expect("encoding JPEG into memory cannot fail");
-    Ok(out.into_inner())
+    out.into_inner()
 }
 
 #[cfg(test)]

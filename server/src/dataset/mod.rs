@@ -7,7 +7,10 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-pub use decode::{decode_limited, encode_png, face_crop, thumbnail_jpeg, DecodeError, DecodeLimits, Format, FACE_SIZE};
+pub use decode::{
+    decode_face_png, decode_limited, encode_png, face_crop, thumbnail_jpeg, DecodeError, DecodeLimits, Format,
+    FACE_SIZE,
+};
 
 use crate::store::{
     id_key, id_pair_key, DeletedImage, IdentityRecord, ImageRecord, InsertImage, InsertedImage, Store, StoreError,
@@ -205,13 +208,17 @@ impl Datasets {
         Ok(self.store.image_faces.get_raw(&id_key(id))?.ok_or(DatasetError::ImageNotFound(id))?.to_vec())
     }
 
+    /// The normalised face crop, decoded: what every model sees.
+    pub fn face(&self, id: u64) -> Result<image::RgbImage, DatasetError> {
+        decode_face_png(&self.face_png(id)?).map_err(|source| DatasetError::BadStoredFace { id, source })
+    }
+
     /// A JPEG of the face crop whose longest side is `size` pixels.
     pub fn thumbnail(&self, id: u64, size: u32) -> Result<Vec<u8>, DatasetError> {
         if !(16..=512).contains(&size) {
             return Err(DatasetError::InvalidThumbnailSize(size));
         }
-        let png = self.face_png(id)?;
-        thumbnail_jpeg(&png, size).map_err(|source| DatasetError::BadStoredFace { id, source })
+        Ok(thumbnail_jpeg(&self.face(id)?, size))
     }
 
     /// Images in id order starting at `start_id`, filtered, at most `limit`. Returns the page and
@@ -393,7 +400,15 @@ mod tests {
         let (second, next2) = ds.images_page(None, Some(ada), next.unwrap(), 10).unwrap();
         assert_eq!(second.iter().map(|i| i.id).collect::<Vec<_>>(), ids[2..]);
         assert_eq!(next2, None);
-        ds.delete(ids[0]).unwrap();
+        // Embeddings under any model go with the image, also models not in the registry.
+        for model in ["descriptor/v1", "gaml/1"] {
+            ds.store.put_embedding(model, ids[0], &[0.5; 4]).unwrap();
+        }
+        ds.store.put_embedding("descriptor/v1", ids[1], &[0.25; 4]).unwrap();
+        assert_eq!(ds.delete(ids[0]).unwrap().embeddings_removed, 2);
+        assert_eq!(ds.store.embedding("descriptor/v1", ids[0]).unwrap(), None);
+        assert_eq!(ds.store.embedding("gaml/1", ids[0]).unwrap(), None);
+        assert_eq!(ds.store.embedding("descriptor/v1", ids[1]).unwrap(), Some(vec![0.25; 4]));
         assert!(matches!(ds.image(ids[0]), Err(DatasetError::ImageNotFound(_))));
         assert_eq!(ds.identity(ada).unwrap().image_count, 4);
         // The bytes can be imported again once deleted.

@@ -168,15 +168,15 @@ impl Embedder {
             let mut faces = Vec::with_capacity(chunk.len());
             for &id in chunk {
                 // An image deleted while the job runs is simply skipped.
-                match self.datasets.face_png(id) {
-                    Ok(png) => match image::load_from_memory_with_format(&png, image::ImageFormat::Png) {
-                        Ok(face) => {
-                            ids.push(id);
-                            faces.push(face.to_rgb8());
-                        }
-                        Err(e) => tracing::warn!(image_id = id, error = %e, "unreadable stored face, skipped"),
-                    },
+                match self.datasets.face(id) {
+                    Ok(face) => {
+                        ids.push(id);
+                        faces.push(face);
+                    }
                     Err(DatasetError::ImageNotFound(_)) => {}
+                    Err(e @ DatasetError::BadStoredFace { .. }) => {
+                        tracing::warn!(image_id = id, error = %e, "unreadable stored face, skipped")
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }

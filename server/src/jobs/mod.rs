@@ -132,14 +132,18 @@ impl Jobs {
         let mut out = Vec::new();
         let upper = if before == 0 { u64::MAX } else { before };
         for id in (1..upper.min(self.store.peek_id("jobs")? + 1)).rev() {
-            let Some(job) = self.store.jobs.get::<JobRecord>(&id_key(id))? else { continue };
+            let job = match self.get(id) {
+                Ok(job) => job,
+                Err(JobError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
             if kind.is_some_and(|k| k != job.kind) {
                 continue;
             }
             if out.len() == limit {
                 return Ok((out, Some(id + 1)));
             }
-            out.push(self.get(id)?);
+            out.push(job);
         }
         Ok((out, None))
     }
@@ -150,11 +154,6 @@ impl Jobs {
             return Ok(Some(live.sender.subscribe()));
         }
         self.get(id).map(|_| None)
-    }
-
-    /// Ids of the jobs running now.
-    pub fn running(&self) -> Vec<u64> {
-        self.live.lock().expect("not poisoned").keys().copied().collect()
     }
 
     /// Asks a running job to stop. It ends as cancelled at its next check.

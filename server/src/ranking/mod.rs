@@ -88,11 +88,7 @@ impl Ranking {
                     return Ok(values);
                 }
                 // Not embedded yet (the job may still be running): compute it now.
-                let png = self.datasets.face_png(id)?;
-                let face = image::load_from_memory_with_format(&png, image::ImageFormat::Png)
-                    .map_err(|e| DecodeError::Corrupt { format: crate::dataset::Format::Png, detail: e.to_string() })?
-                    .to_rgb8();
-                let values = self.embed_faces(&[face])?.remove(0);
+                let values = self.embed_faces(&[self.datasets.face(id)?])?.remove(0);
                 self.store.put_embedding(&model, id, &values)?;
                 Ok(values)
             }

@@ -1,10 +1,11 @@
 //! Embeddings keyed by `(model id, image id)`, stored as little-endian f32.
 
-use super::images::embedding_prefix;
 use super::{id_key, Store, StoreError};
 
+/// `model id \0 image id`: model ids never contain a NUL byte.
 fn key(model_id: &str, image_id: u64) -> Vec<u8> {
-    let mut key = embedding_prefix(model_id);
+    let mut key = model_id.as_bytes().to_vec();
+    key.push(0);
     key.extend_from_slice(&id_key(image_id));
     key
 }
@@ -24,6 +25,22 @@ impl Store {
 
     pub fn has_embedding(&self, model_id: &str, image_id: u64) -> Result<bool, StoreError> {
         Ok(self.embeddings.get_raw(&key(model_id, image_id))?.is_some())
+    }
+
+    /// Removes the embeddings of an image under every model, also models that are not in the
+    /// registry (such as the pretrained descriptor). Returns how many there were.
+    pub(super) fn remove_embeddings_of(&self, image_id: u64) -> Result<usize, StoreError> {
+        let suffix = id_key(image_id);
+        let mut removed = 0;
+        for item in self.embeddings.tree.iter().keys() {
+            let key = item?;
+            let n = key.len();
+            if n > 8 && key[n - 9] == 0 && key[n - 8..] == suffix {
+                self.embeddings.tree.remove(&key)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Ids of every stored image that has no embedding under `model_id`, in id order.

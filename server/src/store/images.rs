@@ -56,13 +56,6 @@ pub(crate) fn identity_name_key(dataset: &str, name: &str) -> Vec<u8> {
     key
 }
 
-/// The key prefix of a model's embeddings.
-pub fn embedding_prefix(model_id: &str) -> Vec<u8> {
-    let mut key = model_id.as_bytes().to_vec();
-    key.push(0);
-    key
-}
-
 fn abort_on<T>(e: T) -> ConflictableTransactionError<Abort>
 where
     StoreError: From<T>,
@@ -188,17 +181,9 @@ impl Store {
             Err(TransactionError::Abort(_)) => return Ok(None),
             Err(TransactionError::Storage(e)) => return Err(StoreError::Sled(e)),
         }
-        // Embeddings are derived data keyed by model first; removing them after the image is
-        // gone is safe to repeat and never leaves an image without its record.
-        let mut embeddings_removed = 0;
-        for model_key in self.models.tree.iter().keys() {
-            let model_id = String::from_utf8_lossy(&model_key?).into_owned();
-            let mut key = embedding_prefix(&model_id);
-            key.extend_from_slice(&id_key(image_id));
-            if self.embeddings.tree.remove(key)?.is_some() {
-                embeddings_removed += 1;
-            }
-        }
+        // Embeddings are derived data; removing them after the image is gone is safe to repeat
+        // and never leaves an image without its record.
+        let embeddings_removed = self.remove_embeddings_of(image_id)?;
         Ok(Some(DeletedImage { image, embeddings_removed }))
     }
 }
