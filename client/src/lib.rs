@@ -3,6 +3,7 @@
 
 mod import;
 pub mod metrics;
+pub mod plot;
 
 use std::str::FromStr;
 
@@ -38,6 +39,10 @@ pub enum ClientError {
     BadToken,
     #[error("{}: {}", code_name(.0.code()), .0.message())]
     Rpc(Status),
+    #[error("cannot draw {path}: {message}")]
+    Plot { path: String, message: String },
+    #[error("nothing to draw: {0}")]
+    NothingToPlot(&'static str),
     #[error("cannot read {path}: {source}")]
     Io {
         path: String,

@@ -32,6 +32,12 @@ enum Command {
     /// Follow, list and cancel background jobs.
     #[command(subcommand)]
     Jobs(commands::jobs::JobsCommand),
+    /// Look at pair distances and propose pairs to label (researcher role).
+    #[command(subcommand)]
+    Pairs(commands::pairs::PairsCommand),
+    /// List, open and close labeling batches (researcher role).
+    #[command(subcommand)]
+    Batches(commands::pairs::BatchesCommand),
     /// Compare two faces (stored image ids or image files).
     Compare {
         a: String,
@@ -70,6 +76,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dataset(command) => commands::dataset::run(&client, command).await,
         Command::Admin(command) => commands::admin::run(&client, command).await,
         Command::Jobs(command) => commands::jobs::run(&client, command).await,
+        Command::Pairs(command) => commands::pairs::run(&client, command).await,
+        Command::Batches(command) => commands::pairs::run_batches(&client, command).await,
         Command::Compare { a, b, model } => commands::faces::compare(&client, &a, &b, &model).await,
         Command::Embed { face, model } => commands::faces::embed(&client, &face, &model).await,
         Command::Eval(command) => commands::eval::run(&client, command).await,

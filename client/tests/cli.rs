@@ -92,7 +92,7 @@ async fn quickstart_imports_the_demo_and_pages_through_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn import_waits_for_embeddings_and_faces_compare() {
+async fn import_waits_for_embeddings_then_faces_compare_and_pairs_are_proposed() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
 
@@ -136,6 +136,36 @@ async fn import_waits_for_embeddings_and_faces_compare() {
         assert!(!ok && err.contains("cannot read image file"), "{err}");
         let (ok, _, err) = facesim(&server, ADMIN, &["compare", "1", "999"]);
         assert!(!ok && err.contains("not found"), "{err}");
+
+        // The distance distribution of the 3 x 3 cross-identity pairs, in the terminal and as a PNG.
+        let png = std::env::temp_dir().join(format!("facesim-cli-hist-{}.png", std::process::id()));
+        let png_arg = png.to_str().unwrap();
+        let (ok, out, err) =
+            facesim(&server, ADMIN, &["pairs", "histogram", "--bins", "6", "--mark", "0.6", "--png", png_arg]);
+        assert!(ok, "{err}");
+        assert!(out.starts_with("model descriptor/v1: 9 pairs"), "{out}");
+        assert!(out.lines().any(|l| l.contains(" 100.000%")) && out.contains("histogram drawn to"), "{out}");
+        let picture = image::open(&png).expect("a readable PNG");
+        assert_eq!((picture.width(), picture.height()), (1000, 600));
+        std::fs::remove_file(&png).ok();
+
+        // Propose the 4 nearest pairs in batches of 3, then close the second batch.
+        let (ok, out, err) = facesim(&server, ADMIN, &["pairs", "propose", "--budget", "4", "--batch-size", "3"]);
+        assert!(ok, "{err}");
+        assert!(out.contains("proposed 4 pairs of 6 images in 2 batches"), "{out}");
+        let (ok, out, _) = facesim(&server, ADMIN, &["pairs", "list", "--batch", "1"]);
+        let distances: Vec<f64> =
+            out.lines().skip(1).map(|l| l.split_whitespace().nth(5).unwrap().parse().unwrap()).collect();
+        assert!(ok && distances.len() == 3 && distances.windows(2).all(|w| w[0] <= w[1]), "{out}");
+        let (ok, out, _) = facesim(&server, ADMIN, &["batches", "close", "2"]);
+        assert!(ok && out.trim() == "batch 2 is closed (1 pairs)", "{out}");
+        let (ok, out, _) = facesim(&server, ADMIN, &["batches", "list"]);
+        let states: Vec<&str> = out.lines().skip(1).map(|l| l.split_whitespace().nth(1).unwrap()).collect();
+        assert!(ok && states == ["open", "closed"], "{out}");
+        let (ok, out, _) = facesim(&server, ADMIN, &["pairs", "show", "1"]);
+        assert!(ok && out.contains("Colin_Powell") && out.contains("Serena_Williams"), "{out}");
+        let (ok, _, err) = facesim(&server, ADMIN, &["pairs", "propose"]);
+        assert!(!ok && err.contains("--threshold"), "{err}");
     })
     .await;
 }

@@ -47,6 +47,14 @@ pub struct Config {
     /// Largest gRPC message the server accepts, in bytes (at least the image limit plus 64 KiB).
     #[arg(long, env = "FACESIM_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_message_bytes: usize,
+
+    /// Threads for CPU-heavy jobs such as pair search; 0 means one per core.
+    #[arg(long, env = "FACESIM_COMPUTE_THREADS", default_value_t = 0)]
+    pub compute_threads: usize,
+
+    /// The most pairs one proposal may store (a threshold that matches more fails clearly).
+    #[arg(long, env = "FACESIM_MAX_PROPOSAL_PAIRS", default_value_t = 1_000_000)]
+    pub max_proposal_pairs: usize,
 }
 
 impl Config {

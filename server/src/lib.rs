@@ -7,6 +7,8 @@ pub mod config;
 pub mod dataset;
 pub mod descriptor;
 pub mod jobs;
+pub mod models;
+pub mod proposal;
 pub mod ranking;
 pub mod state;
 pub mod store;
@@ -86,13 +88,20 @@ pub async fn serve(
         tracing::info!(job, "embedding job started for images without embeddings");
     }
     let ranking = ranking::Ranking::new(store.clone(), datasets.clone(), descriptor);
+    let proposals =
+        proposal::Proposals::new(store.clone(), jobs.clone(), config.compute_threads, config.max_proposal_pairs);
 
     let addr = listener.local_addr()?;
-    let state = Arc::new(state::AppState { config, store: store.clone(), auth, datasets, jobs, embedder, ranking });
+    let state =
+        Arc::new(state::AppState { config, store: store.clone(), auth, datasets, jobs, embedder, ranking, proposals });
     on_started(Started { addr, new_admin_token });
     let served = api::run(state.clone(), listener, shutdown).await;
-    let embedder = state.embedder.clone();
-    tokio::task::spawn_blocking(move || embedder.shutdown()).await?;
+    let (embedder, jobs) = (state.embedder.clone(), state.jobs.clone());
+    tokio::task::spawn_blocking(move || {
+        embedder.shutdown();
+        jobs.shutdown();
+    })
+    .await?;
     served?;
     store.flush().await?;
     tracing::info!("store flushed, server stopped");

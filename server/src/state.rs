@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::dataset::Datasets;
 use crate::descriptor::Embedder;
 use crate::jobs::Jobs;
+use crate::proposal::Proposals;
 use crate::ranking::Ranking;
 use crate::store::Store;
 
@@ -16,4 +17,5 @@ pub struct AppState {
     pub jobs: Jobs,
     pub embedder: Embedder,
     pub ranking: Ranking,
+    pub proposals: Proposals,
 }

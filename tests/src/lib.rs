@@ -112,3 +112,17 @@ pub fn demo_subset(identities: usize) -> Vec<ImportEntry> {
 pub async fn import_demo(client: &Client, identities: usize) -> pb::ImportImagesResponse {
     client.import_files("demo", demo_subset(identities), |_, _| {}).await.expect("import demo subset")
 }
+
+/// Follows a job to its end and returns its final state; checks that progress never goes back.
+pub async fn wait_for_job(client: &Client, job_id: u64) -> pb::Job {
+    let mut events = client.jobs().watch_job(pb::WatchJobRequest { job_id }).await.unwrap().into_inner();
+    let mut last = None;
+    let mut done_seen = vec![];
+    while let Some(event) = events.message().await.unwrap() {
+        let job = event.job.unwrap();
+        done_seen.push(job.progress.unwrap().done);
+        last = Some(job);
+    }
+    assert!(done_seen.windows(2).all(|w| w[0] <= w[1]), "progress never goes back: {done_seen:?}");
+    last.expect("at least the current state")
+}

@@ -69,6 +69,10 @@ pub async fn run(client: &Client, command: JobsCommand) -> anyhow::Result<()> {
             println!("message:   {}", j.message);
             println!("model:     {}", j.model_id);
             println!("device:    {}", j.device);
+            if !j.batch_ids.is_empty() {
+                let ids: Vec<String> = j.batch_ids.iter().map(u64::to_string).collect();
+                println!("batches:   {}", ids.join(", "));
+            }
             println!("created:   {} UTC", time(&j.create_time));
             println!("ended:     {}", time(&j.end_time));
             let mut metrics: Vec<_> = j.metrics.iter().collect();

@@ -6,7 +6,7 @@ use facesim_proto::v1 as pb;
 use tonic::{Request, Status};
 
 use crate::auth::{Principal, Role};
-use crate::store::{IdentityRecord, ImageRecord, JobRecord, TokenRecord, UserRecord};
+use crate::store::{BatchRecord, IdentityRecord, ImageRecord, JobRecord, PairRecord, TokenRecord, UserRecord};
 
 /// Page size when the request leaves it at 0.
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -130,8 +130,36 @@ pub fn job(record: &JobRecord) -> pb::Job {
         end_time: timestamp(record.end_millis),
         device: record.device.clone(),
         model_id: record.model_id.clone(),
-        batch_ids: Vec::new(),
+        batch_ids: record.batch_ids.clone(),
         metrics: record.metrics.clone(),
+    }
+}
+
+pub fn pair(record: &PairRecord) -> pb::Pair {
+    pb::Pair {
+        id: record.id,
+        image_a: record.image_a,
+        image_b: record.image_b,
+        identity_a: record.identity_a,
+        identity_b: record.identity_b,
+        distance: record.distance,
+        model_id: record.model_id.clone(),
+        batch_id: record.batch_id,
+        state: record.state,
+        votes: record.votes,
+        create_time: timestamp(record.create_millis),
+    }
+}
+
+pub fn batch(record: &BatchRecord) -> pb::Batch {
+    pb::Batch {
+        id: record.id,
+        state: record.state,
+        pair_count: record.pair_count,
+        proposal_job_id: record.proposal_job_id,
+        model_id: record.model_id.clone(),
+        note: record.note.clone(),
+        create_time: timestamp(record.create_millis),
     }
 }
 

@@ -243,7 +243,15 @@ impl DatasetService for DatasetApi {
         let id = required_id(request.get_ref().image_id, "image_id")?;
         let deleted = self.blocking(move |ds| ds.delete(id)).await?;
         self.state.datasets.flush().await?;
-        tracing::info!(image_id = id, embeddings = deleted.embeddings_removed, "image deleted");
-        Ok(Response::new(pb::DeleteImageResponse {}))
+        tracing::info!(
+            image_id = id,
+            pairs = deleted.pairs_removed,
+            embeddings = deleted.embeddings_removed,
+            "image deleted"
+        );
+        Ok(Response::new(pb::DeleteImageResponse {
+            pairs_removed: deleted.pairs_removed as u32,
+            embeddings_removed: deleted.embeddings_removed as u32,
+        }))
     }
 }

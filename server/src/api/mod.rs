@@ -7,6 +7,7 @@ mod convert;
 mod dataset;
 mod jobs;
 mod pending;
+mod proposal;
 mod ranking;
 mod status;
 
@@ -93,7 +94,7 @@ pub async fn run(
         .add_service(limited!(AdminServiceServer, admin::AdminApi::new(state.clone()), limit))
         .add_service(limited!(DatasetServiceServer, dataset::DatasetApi::new(state.clone()), limit))
         .add_service(limited!(JobServiceServer, jobs::JobApi::new(state.clone()), limit))
-        .add_service(limited!(ProposalServiceServer, pending, limit))
+        .add_service(limited!(ProposalServiceServer, proposal::ProposalApi::new(state.clone()), limit))
         .add_service(limited!(LabelingServiceServer, pending, limit))
         .add_service(limited!(TrainingServiceServer, pending, limit))
         .add_service(limited!(ModelServiceServer, pending, limit))

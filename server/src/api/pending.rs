@@ -3,14 +3,12 @@
 
 use facesim_proto::v1::{
     labeling_service_server::LabelingService, model_service_server::ModelService,
-    proposal_service_server::ProposalService, training_service_server::TrainingService,
+    training_service_server::TrainingService,
 };
 
 #[derive(Debug, Clone, Copy)]
 pub struct Pending;
 
-#[tonic::async_trait]
-impl ProposalService for Pending {}
 #[tonic::async_trait]
 impl LabelingService for Pending {}
 #[tonic::async_trait]

@@ -6,6 +6,7 @@ use crate::auth::AuthError;
 use crate::dataset::DatasetError;
 use crate::descriptor::DescriptorError;
 use crate::jobs::JobError;
+use crate::proposal::ProposalError;
 use crate::ranking::RankingError;
 use crate::store::StoreError;
 
@@ -106,5 +107,26 @@ impl From<JobError> for Status {
 impl From<RankingError> for Status {
     fn from(error: RankingError) -> Self {
         from_ranking(error)
+    }
+}
+
+pub fn from_proposal(error: ProposalError) -> Status {
+    let message = error.to_string();
+    match error {
+        ProposalError::UnknownModel(_) | ProposalError::BatchNotFound(_) | ProposalError::PairNotFound(_) => {
+            Status::not_found(message)
+        }
+        ProposalError::InvalidRequest(_) => Status::invalid_argument(message),
+        ProposalError::NoImages(_) | ProposalError::NotEmbedded { .. } => Status::failed_precondition(message),
+        ProposalError::TooMany(_) => Status::resource_exhausted(message),
+        ProposalError::Cancelled => Status::cancelled(message),
+        ProposalError::Job(e) => from_jobs(e),
+        ProposalError::Store(e) => from_store(e),
+    }
+}
+
+impl From<ProposalError> for Status {
+    fn from(error: ProposalError) -> Self {
+        from_proposal(error)
     }
 }

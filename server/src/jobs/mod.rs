@@ -62,6 +62,10 @@ struct Live {
 pub struct Jobs {
     store: Store,
     live: Arc<Mutex<HashMap<u64, Live>>>,
+    /// Set when the server shuts down: running jobs stop and end as interrupted.
+    stopping: Arc<AtomicBool>,
+    /// Threads started by [`Jobs::spawn`], joined by [`Jobs::shutdown`].
+    threads: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
 }
 
 /// What the code doing a job holds: it reports progress and checks for cancellation.
@@ -73,7 +77,40 @@ pub struct JobHandle {
 
 impl Jobs {
     pub fn new(store: Store) -> Self {
-        Jobs { store, live: Arc::new(Mutex::new(HashMap::new())) }
+        Jobs { store, live: Arc::default(), stopping: Arc::default(), threads: Arc::default() }
+    }
+
+    /// Runs `work` for a started job on a thread of its own. The thread is joined at shutdown.
+    pub fn spawn(&self, handle: JobHandle, name: &str, work: impl FnOnce(JobHandle) + Send + 'static) {
+        let id = handle.id();
+        let spawned = std::thread::Builder::new().name(format!("{name}-{id}")).spawn(move || work(handle));
+        let mut threads = self.threads.lock().expect("not poisoned");
+        threads.retain(|t| !t.is_finished());
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                tracing::error!(job = id, error = %e, "cannot start a job thread");
+                // The handle went down with the failed spawn; record the failure directly.
+                let _ = self.update(id, true, |job| {
+                    job.state = JobState::Failed as i32;
+                    job.message = format!("cannot start a thread: {e}");
+                    job.end_millis = now_millis();
+                });
+                self.live.lock().expect("not poisoned").remove(&id);
+            }
+        }
+    }
+
+    /// Asks every running job to stop and waits for the threads of [`Jobs::spawn`].
+    pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for live in self.live.lock().expect("not poisoned").values() {
+            live.cancel.store(true, Ordering::SeqCst);
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().expect("not poisoned"));
+        for thread in threads {
+            let _ = thread.join();
+        }
     }
 
     /// Marks jobs that were queued or running when the server last stopped as interrupted.
@@ -112,6 +149,9 @@ impl Jobs {
         let cancel = Arc::new(AtomicBool::new(false));
         let (sender, _) = watch::channel(record.clone());
         self.live.lock().expect("not poisoned").insert(record.id, Live { sender, cancel: cancel.clone() });
+        if self.stopping.load(Ordering::SeqCst) {
+            cancel.store(true, Ordering::SeqCst);
+        }
         Ok(JobHandle { jobs: self.clone(), id: record.id, cancel })
     }
 
@@ -185,8 +225,30 @@ impl JobHandle {
         self.id
     }
 
+    /// True once the job was cancelled or the server is stopping.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.load(Ordering::SeqCst)
+    }
+
+    /// The flag behind [`JobHandle::is_cancelled`], for code that polls an `AtomicBool`.
+    pub fn cancel_flag(&self) -> &AtomicBool {
+        &self.cancel
+    }
+
+    /// True when the server is shutting down (rather than a user cancelling).
+    pub fn is_stopping(&self) -> bool {
+        self.jobs.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Ends the job by the reason it stopped early: interrupted when the server is stopping,
+    /// else cancelled.
+    pub fn stopped(self, message: impl Into<String>) -> Result<JobRecord, JobError> {
+        let state = if self.is_stopping() { JobState::Interrupted } else { JobState::Cancelled };
+        self.end(state, message.into())
+    }
+
+    pub fn set_batches(&self, ids: &[u64]) -> Result<(), JobError> {
+        self.jobs.update(self.id, true, |job| job.batch_ids = ids.to_vec())
     }
 
     /// Reports progress (kept on disk too, so a restart shows how far the job got).
@@ -209,6 +271,11 @@ impl JobHandle {
     pub fn succeed(self, message: impl Into<String>) -> Result<JobRecord, JobError> {
         let state = if self.is_cancelled() { JobState::Cancelled } else { JobState::Succeeded };
         self.end(state, message.into())
+    }
+
+    /// Ends the job as succeeded even if a cancel came too late to stop it: its work is done.
+    pub fn completed(self, message: impl Into<String>) -> Result<JobRecord, JobError> {
+        self.end(JobState::Succeeded, message.into())
     }
 
     /// Ends the job because the server is stopping; a restart may start the work again.

@@ -32,8 +32,8 @@ pub struct Comparison {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RankingError {
-    #[error("unknown model {0:?}; the available model is \"descriptor/v1\"")]
-    UnknownModel(String),
+    #[error(transparent)]
+    UnknownModel(#[from] crate::models::UnknownModel),
     #[error("no image with id {0}")]
     ImageNotFound(u64),
     #[error("the uploaded image cannot be used: {0}")]
@@ -73,10 +73,7 @@ impl Ranking {
 
     /// The model to use: empty means the default, the descriptor.
     pub fn model_id(&self, requested: &str) -> Result<String, RankingError> {
-        match requested {
-            "" | descriptor::MODEL_ID => Ok(descriptor::MODEL_ID.to_string()),
-            other => Err(RankingError::UnknownModel(other.to_string())),
-        }
+        Ok(crate::models::resolve(requested)?)
     }
 
     /// The embedding of a face. CPU-heavy for uploaded images: call from a blocking thread.

@@ -37,12 +37,13 @@ pub enum InsertedImage {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeletedImage {
     pub image: ImageRecord,
+    pub pairs_removed: usize,
     pub embeddings_removed: usize,
 }
 
 /// Why an image transaction stopped without writing.
 #[derive(Debug, Clone, Copy)]
-enum Abort {
+pub(super) enum Abort {
     Duplicate(u64),
     Missing,
 }
@@ -56,7 +57,7 @@ pub(crate) fn identity_name_key(dataset: &str, name: &str) -> Vec<u8> {
     key
 }
 
-fn abort_on<T>(e: T) -> ConflictableTransactionError<Abort>
+pub(super) fn abort_on<T>(e: T) -> ConflictableTransactionError<Abort>
 where
     StoreError: From<T>,
 {
@@ -144,8 +145,8 @@ impl Store {
         }
     }
 
-    /// Deletes an image, its bytes, its hash entry and every embedding of it; the identity's
-    /// image count drops by one. Returns `None` when no such image exists.
+    /// Deletes an image, its bytes, its hash entry, the pairs it takes part in and every
+    /// embedding of it; the identity's image count drops by one. Returns `None` when no such image exists.
     pub fn delete_image(&self, image_id: u64) -> Result<Option<DeletedImage>, StoreError> {
         let Some(image) = self.images.get::<ImageRecord>(&id_key(image_id))? else {
             return Ok(None);
@@ -157,11 +158,21 @@ impl Store {
             self.image_hashes.tree.clone(),
             self.identities.tree.clone(),
             self.identity_images.tree.clone(),
+            self.pairs.tree.clone(),
+            self.pair_index.tree.clone(),
+            self.batches.tree.clone(),
+            self.batch_pairs.tree.clone(),
+            self.image_pairs.tree.clone(),
         ];
+        // Pairs the image takes part in go with it: a pair of a deleted face can't be labeled.
+        let pair_ids = self.pair_ids_of_image(image_id)?;
         let result = trees.as_slice().transaction(|tx: &Vec<TransactionalTree>| {
-            let [images, originals, faces, hashes, identities, identity_images] = &tx[..] else {
-                unreachable!("six trees were given")
+            let [images, originals, faces, hashes, identities, identity_images, pairs, index, batches, batch_pairs, image_pairs] =
+                &tx[..]
+            else {
+                unreachable!("eleven trees were given")
             };
+            Store::remove_pairs_tx(&pair_ids, pairs, index, batches, batch_pairs, image_pairs)?;
             if images.remove(&id_key(image_id))?.is_none() {
                 return Err(ConflictableTransactionError::Abort(Abort::Missing));
             }
@@ -184,6 +195,6 @@ impl Store {
         // Embeddings are derived data; removing them after the image is gone is safe to repeat
         // and never leaves an image without its record.
         let embeddings_removed = self.remove_embeddings_of(image_id)?;
-        Ok(Some(DeletedImage { image, embeddings_removed }))
+        Ok(Some(DeletedImage { image, pairs_removed: pair_ids.len(), embeddings_removed }))
     }
 }

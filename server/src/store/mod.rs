@@ -3,14 +3,16 @@
 
 mod embeddings;
 mod images;
+mod pairs;
 mod records;
 mod users;
 
 use std::path::Path;
 
 pub use images::{DeletedImage, InsertImage, InsertedImage};
+pub use pairs::{NewPair, NewProposal, StoredProposal, BATCH_CLOSED, BATCH_OPEN, PAIR_PENDING};
 use prost::Message;
-pub use records::{IdentityRecord, ImageRecord, JobRecord, TokenRecord, UserRecord};
+pub use records::{BatchRecord, IdentityRecord, ImageRecord, JobRecord, PairRecord, TokenRecord, UserRecord};
 pub use users::UserInsert;
 
 /// The on-disk layout version. Bumped on any incompatible change of keys or records; a store of
@@ -76,8 +78,16 @@ pub struct Store {
     pub identity_images: Tree,
     /// `model id \0 image id` → embedding (filled by the descriptor and models).
     pub embeddings: Tree,
-    /// `pair id` → pair record (filled by proposal).
+    /// `pair id` → [`PairRecord`] (filled by proposal).
     pub pairs: Tree,
+    /// `image a ‖ image b` (a < b) → `pair id`: each image pair is proposed at most once.
+    pub pair_index: Tree,
+    /// `image id ‖ pair id` → empty: the pairs of an image, removed with it.
+    pub image_pairs: Tree,
+    /// `batch id` → [`BatchRecord`].
+    pub batches: Tree,
+    /// `batch id ‖ pair id` → empty: a batch's pairs in order.
+    pub batch_pairs: Tree,
     /// `vote id` → vote record (filled by labeling).
     pub votes: Tree,
     /// `pair id` → label record (filled by labeling).
@@ -108,6 +118,10 @@ impl Store {
             identity_images: open("identity_images")?,
             embeddings: open("embeddings")?,
             pairs: open("pairs")?,
+            pair_index: open("pair_index")?,
+            image_pairs: open("image_pairs")?,
+            batches: open("batches")?,
+            batch_pairs: open("batch_pairs")?,
             votes: open("votes")?,
             labels: open("labels")?,
             jobs: open("jobs")?,
@@ -140,14 +154,18 @@ impl Store {
 
     /// Hands out the next id of a sequence: 1, 2, 3, ... never reused, also across restarts.
     pub fn next_id(&self, sequence: &str) -> Result<u64, StoreError> {
+        self.reserve_ids(sequence, 1)
+    }
+
+    /// Reserves `n` consecutive ids of a sequence and returns the first.
+    pub fn reserve_ids(&self, sequence: &str, n: u64) -> Result<u64, StoreError> {
         let key = format!("seq/{sequence}");
         let value = self.meta.tree.update_and_fetch(key.as_bytes(), |old| {
             let current = old.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
-            Some((current + 1).to_be_bytes().to_vec())
+            Some((current + n).to_be_bytes().to_vec())
         })?;
-        // update_and_fetch always stores Some, so the value is present and 8 bytes long.
         let bytes = value.expect("sequence value was just written");
-        Ok(u64::from_be_bytes(bytes.as_ref().try_into().expect("sequence values are 8 bytes")))
+        Ok(u64::from_be_bytes(bytes.as_ref().try_into().expect("sequence values are 8 bytes")) - n + 1)
     }
 
     /// The last id handed out by a sequence (0 when none yet).

@@ -110,4 +110,58 @@ pub struct JobRecord {
     pub model_id: String,
     #[prost(map = "string, double", tag = "13")]
     pub metrics: std::collections::HashMap<String, f64>,
+    /// Batches a proposal job created.
+    #[prost(uint64, repeated, tag = "14")]
+    pub batch_ids: Vec<u64>,
+}
+
+/// A proposed pair of images (`image_a < image_b`) and where labeling stands.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PairRecord {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(uint64, tag = "2")]
+    pub image_a: u64,
+    #[prost(uint64, tag = "3")]
+    pub image_b: u64,
+    #[prost(uint64, tag = "4")]
+    pub identity_a: u64,
+    #[prost(uint64, tag = "5")]
+    pub identity_b: u64,
+    /// Euclidean distance under `model_id` when the pair was proposed.
+    #[prost(float, tag = "6")]
+    pub distance: f32,
+    #[prost(string, tag = "7")]
+    pub model_id: String,
+    #[prost(uint64, tag = "8")]
+    pub batch_id: u64,
+    /// The state's number, as in the API's `PairState`.
+    #[prost(int32, tag = "9")]
+    pub state: i32,
+    #[prost(uint32, tag = "10")]
+    pub votes: u32,
+    #[prost(int64, tag = "11")]
+    pub create_millis: i64,
+    #[prost(uint64, tag = "12")]
+    pub proposal_job_id: u64,
+}
+
+/// A labeling batch: consecutive pairs of one proposal.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BatchRecord {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// The state's number, as in the API's `BatchState`.
+    #[prost(int32, tag = "2")]
+    pub state: i32,
+    #[prost(uint32, tag = "3")]
+    pub pair_count: u32,
+    #[prost(uint64, tag = "4")]
+    pub proposal_job_id: u64,
+    #[prost(string, tag = "5")]
+    pub model_id: String,
+    #[prost(string, tag = "6")]
+    pub note: String,
+    #[prost(int64, tag = "7")]
+    pub create_millis: i64,
 }

@@ -2,21 +2,8 @@
 //! its end, and Embed / Compare answer for stored images, uploaded bytes and raw embeddings.
 
 use facesim_client::pb;
-use facesim_tests::{demo_subset, TestServer};
+use facesim_tests::{demo_subset, wait_for_job as wait_for, TestServer};
 use tonic::Code;
-
-async fn wait_for(client: &facesim_client::Client, job_id: u64) -> pb::Job {
-    let mut events = client.jobs().watch_job(pb::WatchJobRequest { job_id }).await.unwrap().into_inner();
-    let mut last = None;
-    let mut done_seen = vec![];
-    while let Some(event) = events.message().await.unwrap() {
-        let job = event.job.unwrap();
-        done_seen.push(job.progress.unwrap().done);
-        last = Some(job);
-    }
-    assert!(done_seen.windows(2).all(|w| w[0] <= w[1]), "progress never goes back: {done_seen:?}");
-    last.expect("at least the current state")
-}
 
 fn face(id: u64) -> Option<pb::FaceInput> {
     Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(id)) })

@@ -5,6 +5,7 @@ mod auth_matrix;
 mod embeddings;
 mod import;
 mod paging;
+mod proposal;
 mod python_client;
 mod restart;
 mod transport;
