@@ -1,6 +1,7 @@
 //! Rust client for the facesim server: one connection, a bearer token attached to every call,
 //! typed stubs for each service, and helpers such as streaming a folder of faces in.
 
+pub mod crowd;
 mod import;
 pub mod metrics;
 pub mod plot;

@@ -38,6 +38,27 @@ enum Command {
     /// List, open and close labeling batches (researcher role).
     #[command(subcommand)]
     Batches(commands::pairs::BatchesCommand),
+    /// Instructions, progress, annotators, agreement and gold pairs of labeling (researcher role).
+    #[command(subcommand)]
+    Labeling(commands::labeling::LabelingCommand),
+    /// Export labels and raw votes (researcher role).
+    #[command(subcommand)]
+    Labels(commands::labeling::LabelsCommand),
+    /// Label pairs in the terminal (annotator role).
+    Label {
+        /// Only pairs of this batch.
+        #[arg(long, default_value_t = 0)]
+        batch: u64,
+        /// Where face images are saved when the terminal cannot show them.
+        #[arg(long)]
+        faces_dir: Option<std::path::PathBuf>,
+    },
+    /// Simulated annotators voting through the API (admin role).
+    #[command(subcommand)]
+    Crowd(commands::labeling::CrowdCommand),
+    /// Benchmarks against a running server.
+    #[command(subcommand)]
+    Bench(commands::labeling::BenchCommand),
     /// Compare two faces (stored image ids or image files).
     Compare {
         a: String,
@@ -78,6 +99,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(command) => commands::jobs::run(&client, command).await,
         Command::Pairs(command) => commands::pairs::run(&client, command).await,
         Command::Batches(command) => commands::pairs::run_batches(&client, command).await,
+        Command::Labeling(command) => commands::labeling::run(&client, command).await,
+        Command::Labels(command) => commands::labeling::run_labels(&client, command).await,
+        Command::Label { batch, faces_dir } => commands::labeling::label(&client, batch, faces_dir).await,
+        Command::Crowd(command) => commands::labeling::crowd(&client, command).await,
+        Command::Bench(command) => commands::labeling::bench(&client, command).await,
         Command::Compare { a, b, model } => commands::faces::compare(&client, &a, &b, &model).await,
         Command::Embed { face, model } => commands::faces::embed(&client, &face, &model).await,
         Command::Eval(command) => commands::eval::run(&client, command).await,

@@ -169,3 +169,112 @@ async fn import_waits_for_embeddings_then_faces_compare_and_pairs_are_proposed()
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotator_labels_in_the_terminal_and_a_simulated_crowd_finishes_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../datasets/lfw-demo");
+    let small = dir.path().join("three-people");
+    for person in ["Colin_Powell", "Serena_Williams", "Tony_Blair"] {
+        std::fs::create_dir_all(small.join(person)).unwrap();
+        for n in 1..=2 {
+            let file = format!("{person}_{n:04}.jpg");
+            std::fs::copy(demo.join(person).join(&file), small.join(person).join(&file)).unwrap();
+        }
+    }
+    let small = small.to_str().unwrap().to_string();
+    let exports = dir.path().to_path_buf();
+    with_server(&data_dir, move |server| {
+        let (ok, _, err) = facesim(&server, ADMIN, &["dataset", "import", &small, "--wait"]);
+        assert!(ok, "{err}");
+        let (ok, _, err) = facesim(&server, ADMIN, &["pairs", "propose", "--budget", "3"]);
+        assert!(ok, "{err}");
+        let (ok, _, err) = facesim(&server, ADMIN, &["label"]);
+        assert!(!ok && err.contains("no instructions yet"), "{err}");
+        let (ok, out, err) = facesim(
+            &server,
+            ADMIN,
+            &[
+                "labeling",
+                "instructions",
+                "set",
+                "--text",
+                "Do they look alike?",
+                "--similar",
+                "1,2,same person",
+                "--dissimilar",
+                "1,3",
+            ],
+        );
+        assert!(ok && out.contains("1 similar and 1 dissimilar"), "{out} {err}");
+        let (ok, _, err) = facesim(&server, ADMIN, &["label"]);
+        assert!(!ok && err.contains("permission denied"), "only annotators label: {err}");
+
+        // An annotator labels one pair in the terminal: too fast first, then a real answer.
+        let (_, token, _) = facesim(&server, ADMIN, &["admin", "create-user", "tess", "--role", "annotator"]);
+        let faces = exports.join("faces");
+        let mut label = Command::new(env!("CARGO_BIN_EXE_facesim"))
+            .args(["label", "--faces-dir", faces.to_str().unwrap()])
+            .env("FACESIM_SERVER", &server)
+            .env("FACESIM_TOKEN", token.trim())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = label.stdin.take().unwrap();
+        use std::io::Write;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        stdin.write_all(b"s\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        stdin.write_all(b"d\nq\n").unwrap();
+        drop(stdin);
+        let out = label.wait_with_output().unwrap();
+        let out = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.contains("Do they look alike?") && out.contains("too fast") && out.contains("voted dissimilar"),
+            "{out}"
+        );
+        assert!(out.contains("1 votes this session"), "{out}");
+        assert_eq!(std::fs::read_dir(&faces).unwrap().count(), 4, "two pairs' faces were saved: {out}");
+
+        // Three simulated annotators finish the batch through the API.
+        let (ok, out, err) = facesim(
+            &server,
+            ADMIN,
+            &[
+                "crowd",
+                "simulate",
+                "--annotators",
+                "3",
+                "--seconds-per-vote",
+                "1.05",
+                "--truth",
+                "identity",
+                "--error-rate",
+                "0",
+            ],
+        );
+        assert!(ok && out.starts_with("8 votes"), "{out} {err}");
+        let (ok, out, _) = facesim(&server, ADMIN, &["labeling", "progress", "1"]);
+        assert!(ok && out.contains("3 votes: 3") && out.contains("labels: 0 similar, 3 dissimilar"), "{out}");
+        let (ok, out, _) = facesim(&server, ADMIN, &["labeling", "annotators"]);
+        assert!(ok && out.lines().count() == 5 && out.contains("tess"), "{out}");
+        let (ok, out, _) = facesim(&server, ADMIN, &["labeling", "agreement"]);
+        assert!(ok && out.contains("complete pairs:        3"), "{out}");
+
+        let csv_path = exports.join("labels.csv");
+        let (ok, _, err) = facesim(&server, ADMIN, &["labels", "export", "-o", csv_path.to_str().unwrap()]);
+        assert!(ok && err.contains("3 labels written"), "{err}");
+        let csv = std::fs::read_to_string(&csv_path).unwrap();
+        let rows: Vec<&str> = csv.lines().collect();
+        assert!(rows[0].starts_with("pair_id,batch_id,image_a,image_b,identity_a,identity_b"), "{csv}");
+        assert_eq!(rows.len(), 4, "{csv}");
+        assert!(rows[1..].iter().all(|r| r.contains(",dissimilar,")), "{csv}");
+        let (ok, out, _) = facesim(&server, ADMIN, &["labels", "votes", "--format", "jsonl"]);
+        let votes: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert!(ok && votes.len() == 9, "{out}");
+        assert!(votes.iter().all(|v| v["answer_seconds"].as_f64().unwrap() >= 1.0), "{out}");
+    })
+    .await;
+}

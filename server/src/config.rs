@@ -52,6 +52,23 @@ pub struct Config {
     #[arg(long, env = "FACESIM_COMPUTE_THREADS", default_value_t = 0)]
     pub compute_threads: usize,
 
+    /// Minimum time between handing a pair to an annotator and accepting its vote (the method's
+    /// 1-second rule). Lower it only for load benchmarks.
+    #[arg(long, env = "FACESIM_MIN_ANSWER_MILLIS", default_value_t = 1000)]
+    pub min_answer_millis: u64,
+
+    /// Seconds an annotator may hold a task before it returns to the pool.
+    #[arg(long, env = "FACESIM_LEASE_SECONDS", default_value_t = 120)]
+    pub lease_seconds: u64,
+
+    /// Tasks one annotator may hold at once (2 lets the web UI prefetch the next pair).
+    #[arg(long, env = "FACESIM_MAX_LEASES_PER_ANNOTATOR", default_value_t = 2)]
+    pub max_leases_per_annotator: usize,
+
+    /// Every n-th task of an annotator is a gold pair it has not answered yet (0 = never).
+    #[arg(long, env = "FACESIM_GOLD_EVERY", default_value_t = 10)]
+    pub gold_every: u64,
+
     /// The most pairs one proposal may store (a threshold that matches more fails clearly).
     #[arg(long, env = "FACESIM_MAX_PROPOSAL_PAIRS", default_value_t = 1_000_000)]
     pub max_proposal_pairs: usize,
@@ -70,6 +87,15 @@ impl Config {
             max_bytes: self.max_image_bytes,
             max_side: self.max_image_side,
             max_pixels: self.max_image_pixels,
+        }
+    }
+
+    pub fn labeling(&self) -> crate::labeling::LabelingConfig {
+        crate::labeling::LabelingConfig {
+            min_answer: std::time::Duration::from_millis(self.min_answer_millis),
+            lease: std::time::Duration::from_secs(self.lease_seconds.max(1)),
+            max_leases_per_annotator: self.max_leases_per_annotator.max(1),
+            gold_every: self.gold_every,
         }
     }
 

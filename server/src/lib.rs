@@ -7,6 +7,7 @@ pub mod config;
 pub mod dataset;
 pub mod descriptor;
 pub mod jobs;
+pub mod labeling;
 pub mod models;
 pub mod proposal;
 pub mod ranking;
@@ -30,6 +31,8 @@ pub enum ServerError {
     Descriptor(#[from] descriptor::DescriptorError),
     #[error("cannot start the embedding job: {0}")]
     Embedding(#[from] descriptor::EmbedJobError),
+    #[error("cannot load the labeling state: {0}")]
+    Labeling(#[from] labeling::LabelingError),
     #[error("cannot recover jobs: {0}")]
     Jobs(#[from] jobs::JobError),
     #[error("cannot import the demo faces: {0}")]
@@ -88,12 +91,30 @@ pub async fn serve(
         tracing::info!(job, "embedding job started for images without embeddings");
     }
     let ranking = ranking::Ranking::new(store.clone(), datasets.clone(), descriptor);
-    let proposals =
-        proposal::Proposals::new(store.clone(), jobs.clone(), config.compute_threads, config.max_proposal_pairs);
+    let labeling = {
+        let (store, datasets, labeling_config) = (store.clone(), datasets.clone(), config.labeling());
+        tokio::task::spawn_blocking(move || labeling::Labeling::load(store, datasets, labeling_config)).await??
+    };
+    let proposals = proposal::Proposals::new(
+        store.clone(),
+        jobs.clone(),
+        labeling.clone(),
+        config.compute_threads,
+        config.max_proposal_pairs,
+    );
 
     let addr = listener.local_addr()?;
-    let state =
-        Arc::new(state::AppState { config, store: store.clone(), auth, datasets, jobs, embedder, ranking, proposals });
+    let state = Arc::new(state::AppState {
+        config,
+        store: store.clone(),
+        auth,
+        datasets,
+        jobs,
+        embedder,
+        ranking,
+        proposals,
+        labeling,
+    });
     on_started(Started { addr, new_admin_token });
     let served = api::run(state.clone(), listener, shutdown).await;
     let (embedder, jobs) = (state.embedder.clone(), state.jobs.clone());
@@ -102,6 +123,7 @@ pub async fn serve(
         jobs.shutdown();
     })
     .await?;
+    state.labeling.shutdown().await;
     served?;
     store.flush().await?;
     tracing::info!("store flushed, server stopped");

@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::dataset::Datasets;
 use crate::descriptor::Embedder;
 use crate::jobs::Jobs;
+use crate::labeling::Labeling;
 use crate::proposal::Proposals;
 use crate::ranking::Ranking;
 use crate::store::Store;
@@ -18,4 +19,5 @@ pub struct AppState {
     pub embedder: Embedder,
     pub ranking: Ranking,
     pub proposals: Proposals,
+    pub labeling: Labeling,
 }

@@ -19,6 +19,7 @@ pub struct TestServer {
     pub url: String,
     pub addr: std::net::SocketAddr,
     dir: Arc<TempDir>,
+    tune: fn(&mut Config),
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServerError>>>,
 }
@@ -26,15 +27,22 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server on a fresh data dir.
     pub async fn start() -> Self {
-        Self::start_in(Arc::new(tempfile::tempdir().expect("temp dir"))).await
+        Self::start_with(|_| {}).await
     }
 
-    async fn start_in(dir: Arc<TempDir>) -> Self {
+    /// Starts a server on a fresh data dir with a configuration changed by `tune` (kept across
+    /// restarts).
+    pub async fn start_with(tune: fn(&mut Config)) -> Self {
+        Self::start_in(Arc::new(tempfile::tempdir().expect("temp dir")), tune).await
+    }
+
+    async fn start_in(dir: Arc<TempDir>, tune: fn(&mut Config)) -> Self {
         // Bind first and hand the bound listener over: no free-port race, no sleep.
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let mut config = Config::with_data_dir(dir.path().join("data"));
         config.admin_token = Some(ADMIN_TOKEN.into());
+        tune(&mut config);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(
             config,
@@ -44,7 +52,7 @@ impl TestServer {
             },
             |_| {},
         ));
-        TestServer { url: format!("http://{addr}"), addr, dir, shutdown: Some(tx), task: Some(task) }
+        TestServer { url: format!("http://{addr}"), addr, dir, tune, shutdown: Some(tx), task: Some(task) }
     }
 
     /// Stops the server gracefully and returns its data dir.
@@ -56,8 +64,9 @@ impl TestServer {
 
     /// Stops the server and starts a new one on the same data dir.
     pub async fn restart(self) -> Self {
+        let tune = self.tune;
         let dir = self.stop().await;
-        Self::start_in(dir).await
+        Self::start_in(dir, tune).await
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -125,4 +134,23 @@ pub async fn wait_for_job(client: &Client, job_id: u64) -> pb::Job {
     }
     assert!(done_seen.windows(2).all(|w| w[0] <= w[1]), "progress never goes back: {done_seen:?}");
     last.expect("at least the current state")
+}
+
+/// Imports the demo faces of `identities` people, waits for their embeddings and proposes the
+/// `budget` nearest pairs in batches of `batch_size`; returns the proposal job.
+pub async fn demo_pairs(client: &Client, identities: usize, budget: u32, batch_size: u32) -> pb::Job {
+    let report = import_demo(client, identities).await;
+    if report.embedding_job_id != 0 {
+        let job = wait_for_job(client, report.embedding_job_id).await;
+        assert_eq!(job.state, pb::JobState::Succeeded as i32, "{}", job.message);
+    }
+    let request = pb::ProposePairsRequest {
+        limit: Some(pb::propose_pairs_request::Limit::Budget(budget)),
+        batch_size,
+        ..Default::default()
+    };
+    let job = client.proposals().propose_pairs(request).await.expect("propose").into_inner();
+    let job = wait_for_job(client, job.id).await;
+    assert_eq!(job.state, pb::JobState::Succeeded as i32, "{}", job.message);
+    job
 }

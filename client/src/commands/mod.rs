@@ -5,6 +5,7 @@ pub mod dataset;
 pub mod eval;
 pub mod faces;
 pub mod jobs;
+pub mod labeling;
 pub mod pairs;
 
 use facesim_client::{pb, Client, ClientError};

@@ -245,12 +245,12 @@ impl DatasetService for DatasetApi {
         self.state.datasets.flush().await?;
         tracing::info!(
             image_id = id,
-            pairs = deleted.pairs_removed,
+            pairs = deleted.removed_pairs.len(),
             embeddings = deleted.embeddings_removed,
             "image deleted"
         );
         Ok(Response::new(pb::DeleteImageResponse {
-            pairs_removed: deleted.pairs_removed as u32,
+            pairs_removed: deleted.removed_pairs.len() as u32,
             embeddings_removed: deleted.embeddings_removed as u32,
         }))
     }

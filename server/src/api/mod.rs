@@ -6,6 +6,7 @@ mod auth_layer;
 mod convert;
 mod dataset;
 mod jobs;
+mod labeling;
 mod pending;
 mod proposal;
 mod ranking;
@@ -95,7 +96,7 @@ pub async fn run(
         .add_service(limited!(DatasetServiceServer, dataset::DatasetApi::new(state.clone()), limit))
         .add_service(limited!(JobServiceServer, jobs::JobApi::new(state.clone()), limit))
         .add_service(limited!(ProposalServiceServer, proposal::ProposalApi::new(state.clone()), limit))
-        .add_service(limited!(LabelingServiceServer, pending, limit))
+        .add_service(limited!(LabelingServiceServer, labeling::LabelingApi::new(state.clone()), limit))
         .add_service(limited!(TrainingServiceServer, pending, limit))
         .add_service(limited!(ModelServiceServer, pending, limit))
         .add_service(limited!(RankingServiceServer, ranking::RankingApi::new(state.clone()), limit))

@@ -6,6 +6,7 @@ use crate::auth::AuthError;
 use crate::dataset::DatasetError;
 use crate::descriptor::DescriptorError;
 use crate::jobs::JobError;
+use crate::labeling::LabelingError;
 use crate::proposal::ProposalError;
 use crate::ranking::RankingError;
 use crate::store::StoreError;
@@ -14,7 +15,7 @@ pub fn from_store(error: StoreError) -> Status {
     tracing::error!(%error, "storage failure");
     match error {
         StoreError::SchemaMismatch { .. } => Status::failed_precondition(error.to_string()),
-        StoreError::Sled(_) | StoreError::Corrupt { .. } | StoreError::BadKey { .. } => {
+        StoreError::Sled(_) | StoreError::Corrupt { .. } | StoreError::BadKey { .. } | StoreError::Missing { .. } => {
             Status::internal(format!("storage failure: {error}"))
         }
     }
@@ -121,6 +122,7 @@ pub fn from_proposal(error: ProposalError) -> Status {
         ProposalError::TooMany(_) => Status::resource_exhausted(message),
         ProposalError::Cancelled => Status::cancelled(message),
         ProposalError::Job(e) => from_jobs(e),
+        ProposalError::Labeling(e) => from_labeling(e),
         ProposalError::Store(e) => from_store(e),
     }
 }
@@ -128,5 +130,30 @@ pub fn from_proposal(error: ProposalError) -> Status {
 impl From<ProposalError> for Status {
     fn from(error: ProposalError) -> Self {
         from_proposal(error)
+    }
+}
+
+pub fn from_labeling(error: LabelingError) -> Status {
+    let message = error.to_string();
+    match error {
+        LabelingError::Disabled => Status::permission_denied(message),
+        LabelingError::UnknownLease(_)
+        | LabelingError::BatchNotFound(_)
+        | LabelingError::ImageNotFound(_)
+        | LabelingError::UserNotFound(_) => Status::not_found(message),
+        LabelingError::LeaseExpired(_)
+        | LabelingError::TooFast { .. }
+        | LabelingError::BatchClosed(_)
+        | LabelingError::NoInstructions
+        | LabelingError::NotAnnotator(_) => Status::failed_precondition(message),
+        LabelingError::InvalidRequest(_) => Status::invalid_argument(message),
+        LabelingError::Dataset(e) => from_dataset(e),
+        LabelingError::Store(e) => from_store(e),
+    }
+}
+
+impl From<LabelingError> for Status {
+    fn from(error: LabelingError) -> Self {
+        from_labeling(error)
     }
 }

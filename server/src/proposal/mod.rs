@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use crate::jobs::{JobError, JobHandle, JobKind, Jobs};
+use crate::labeling::{Labeling, LabelingError};
 use crate::models::{self, UnknownModel};
 use crate::store::{
     id_key, BatchRecord, ImageRecord, NewPair, NewProposal, PairRecord, Store, StoreError, BATCH_CLOSED, BATCH_OPEN,
@@ -44,6 +45,8 @@ pub enum ProposalError {
     Cancelled,
     #[error(transparent)]
     Job(#[from] JobError),
+    #[error(transparent)]
+    Labeling(#[from] LabelingError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -150,15 +153,16 @@ impl Gallery {
 pub struct Proposals {
     store: Store,
     jobs: Jobs,
+    labeling: Labeling,
     threads: usize,
     max_pairs: usize,
 }
 
 impl Proposals {
     /// `threads` computing threads (0 = one per core); at most `max_pairs` pairs per proposal.
-    pub fn new(store: Store, jobs: Jobs, threads: usize, max_pairs: usize) -> Self {
+    pub fn new(store: Store, jobs: Jobs, labeling: Labeling, threads: usize, max_pairs: usize) -> Self {
         let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
-        Proposals { store, jobs, threads, max_pairs }
+        Proposals { store, jobs, labeling, threads, max_pairs }
     }
 
     fn gallery(&self, selection: &Selection) -> Result<Gallery, ProposalError> {
@@ -303,6 +307,7 @@ impl Proposals {
         })?;
         self.store.flush_blocking()?;
         let batch_ids: Vec<u64> = stored.batches.iter().map(|b| b.id).collect();
+        self.labeling.add_batches(&batch_ids)?;
         handle.set_batches(&batch_ids)?;
         let considered = (n as f64) * (n as f64 - 1.0) / 2.0;
         handle.set_metric("images", n as f64)?;
@@ -355,6 +360,7 @@ impl Proposals {
         let state = if open { BATCH_OPEN } else { BATCH_CLOSED };
         let batch = self.store.set_batch_state(id, state)?.ok_or(ProposalError::BatchNotFound(id))?;
         self.store.flush().await?;
+        self.labeling.set_batch_open(id, open);
         Ok(batch)
     }
 }

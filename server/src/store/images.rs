@@ -37,7 +37,8 @@ pub enum InsertedImage {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeletedImage {
     pub image: ImageRecord,
-    pub pairs_removed: usize,
+    /// Pairs (proposed or gold) removed with the image.
+    pub removed_pairs: Vec<u64>,
     pub embeddings_removed: usize,
 }
 
@@ -151,28 +152,23 @@ impl Store {
         let Some(image) = self.images.get::<ImageRecord>(&id_key(image_id))? else {
             return Ok(None);
         };
-        let trees = [
+        // Pairs the image takes part in go with it, with their votes and labels: a pair of a
+        // deleted face can't be labeled, and votes on it would describe a face that is gone.
+        let pairs = self.pairs_of_image_with_votes(image_id)?;
+        let mut trees = vec![
             self.images.tree.clone(),
             self.image_originals.tree.clone(),
             self.image_faces.tree.clone(),
             self.image_hashes.tree.clone(),
             self.identities.tree.clone(),
             self.identity_images.tree.clone(),
-            self.pairs.tree.clone(),
-            self.pair_index.tree.clone(),
-            self.batches.tree.clone(),
-            self.batch_pairs.tree.clone(),
-            self.image_pairs.tree.clone(),
         ];
-        // Pairs the image takes part in go with it: a pair of a deleted face can't be labeled.
-        let pair_ids = self.pair_ids_of_image(image_id)?;
+        trees.extend(self.pair_trees());
         let result = trees.as_slice().transaction(|tx: &Vec<TransactionalTree>| {
-            let [images, originals, faces, hashes, identities, identity_images, pairs, index, batches, batch_pairs, image_pairs] =
-                &tx[..]
-            else {
-                unreachable!("eleven trees were given")
+            let [images, originals, faces, hashes, identities, identity_images, pair_trees @ ..] = &tx[..] else {
+                unreachable!("image and pair trees were given")
             };
-            Store::remove_pairs_tx(&pair_ids, pairs, index, batches, batch_pairs, image_pairs)?;
+            Store::remove_pairs_tx(&pairs, pair_trees)?;
             if images.remove(&id_key(image_id))?.is_none() {
                 return Err(ConflictableTransactionError::Abort(Abort::Missing));
             }
@@ -195,6 +191,10 @@ impl Store {
         // Embeddings are derived data; removing them after the image is gone is safe to repeat
         // and never leaves an image without its record.
         let embeddings_removed = self.remove_embeddings_of(image_id)?;
-        Ok(Some(DeletedImage { image, pairs_removed: pair_ids.len(), embeddings_removed }))
+        Ok(Some(DeletedImage {
+            image,
+            removed_pairs: pairs.into_iter().map(|(id, _)| id).collect(),
+            embeddings_removed,
+        }))
     }
 }

@@ -1,18 +1,25 @@
 //! The sled store: the only module that imports sled. It owns the named trees, the schema
 //! version, id sequences and the typed encoding of every record kept on disk.
 
+mod commit;
 mod embeddings;
 mod images;
+mod labels;
 mod pairs;
 mod records;
 mod users;
 
 use std::path::Path;
 
+pub use commit::GroupCommit;
 pub use images::{DeletedImage, InsertImage, InsertedImage};
+pub use labels::{VoteEffect, PAIR_LABELED};
 pub use pairs::{NewPair, NewProposal, StoredProposal, BATCH_CLOSED, BATCH_OPEN, PAIR_PENDING};
 use prost::Message;
-pub use records::{BatchRecord, IdentityRecord, ImageRecord, JobRecord, PairRecord, TokenRecord, UserRecord};
+pub use records::{
+    AnnotatorRecord, BatchRecord, ExampleRecord, IdentityRecord, ImageRecord, InstructionsRecord, JobRecord,
+    LabelRecord, PairRecord, TokenRecord, UserRecord, VoteRecord,
+};
 pub use users::UserInsert;
 
 /// The on-disk layout version. Bumped on any incompatible change of keys or records; a store of
@@ -34,6 +41,8 @@ pub enum StoreError {
     },
     #[error("corrupt key in tree `{tree}`: expected {expected} bytes, found {found}")]
     BadKey { tree: &'static str, expected: usize, found: usize },
+    #[error("record {id} of tree `{tree}` is missing")]
+    Missing { tree: &'static str, id: u64 },
     #[error(
         "the data dir holds schema version {found}, this server understands version {expected}; \
          use a matching server version or a new data dir"
@@ -88,9 +97,19 @@ pub struct Store {
     pub batches: Tree,
     /// `batch id ‖ pair id` → empty: a batch's pairs in order.
     pub batch_pairs: Tree,
-    /// `vote id` → vote record (filled by labeling).
+    /// `vote id` → [`VoteRecord`].
     pub votes: Tree,
-    /// `pair id` → label record (filled by labeling).
+    /// `pair id ‖ vote id` → empty: a pair's votes.
+    pub pair_votes: Tree,
+    /// `lease id` → `vote id`: the vote cast with a lease, so a retried vote counts once.
+    pub lease_votes: Tree,
+    /// `user id ‖ vote id` → empty: an annotator's votes.
+    pub annotator_votes: Tree,
+    /// `user id` → [`AnnotatorRecord`].
+    pub annotators: Tree,
+    /// `pair id` → empty: the gold pairs (their records live in `pairs`).
+    pub gold_pairs: Tree,
+    /// `pair id` → [`LabelRecord`].
     pub labels: Tree,
     /// `job id` → job record (filled by background jobs).
     pub jobs: Tree,
@@ -123,6 +142,11 @@ impl Store {
             batches: open("batches")?,
             batch_pairs: open("batch_pairs")?,
             votes: open("votes")?,
+            pair_votes: open("pair_votes")?,
+            lease_votes: open("lease_votes")?,
+            annotator_votes: open("annotator_votes")?,
+            annotators: open("annotators")?,
+            gold_pairs: open("gold_pairs")?,
             labels: open("labels")?,
             jobs: open("jobs")?,
             models: open("models")?,

@@ -61,15 +61,20 @@ impl Store {
     }
 
     /// Stores a proposal: pairs in order with fresh ids, cut into batches of `batch_size`.
-    /// Pairs that exist already are left out.
+    /// Pairs that exist already are left out. Each batch is written in one transaction (with
+    /// its pairs and their indexes), so a crash leaves whole batches; a proposal run again
+    /// stores just the pairs that are missing.
     pub fn insert_proposal(&self, proposal: &NewProposal<'_>) -> Result<StoredProposal, StoreError> {
-        let n = proposal.pairs.len() as u64;
         let size = proposal.batch_size.max(1);
-        if n == 0 {
-            return Ok(StoredProposal::default());
+        let mut stored = StoredProposal::default();
+        let mut fresh = Vec::with_capacity(proposal.pairs.len());
+        for new in proposal.pairs {
+            if self.pair_index.get_raw(&id_pair_key(new.image_a, new.image_b))?.is_some() {
+                stored.already_proposed += 1;
+            } else {
+                fresh.push(*new);
+            }
         }
-        let first_pair = self.reserve_ids("pairs", n)?;
-        let first_batch = self.reserve_ids("batches", n.div_ceil(size as u64))?;
         let now = now_millis();
         let trees = [
             self.pairs.tree.clone(),
@@ -78,72 +83,68 @@ impl Store {
             self.batch_pairs.tree.clone(),
             self.image_pairs.tree.clone(),
         ];
-        let result = trees.as_slice().transaction(|tx: &Vec<TransactionalTree>| {
-            let [pairs, index, batches, batch_pairs, image_pairs] = &tx[..] else {
-                unreachable!("five trees were given")
-            };
-            let mut stored = StoredProposal::default();
-            let mut batch: Option<BatchRecord> = None;
-            let mut batch_number = 0;
-            for (i, new) in proposal.pairs.iter().enumerate() {
-                let pair_key = id_pair_key(new.image_a, new.image_b);
-                if index.get(pair_key)?.is_some() {
-                    stored.already_proposed += 1;
-                    continue;
-                }
-                let current = match &mut batch {
-                    Some(b) if (b.pair_count as usize) < size => b,
-                    _ => {
-                        if let Some(full) = batch.take() {
-                            batches.insert(&id_key(full.id), encode(&full))?;
-                            stored.batches.push(full);
-                        }
-                        batch = Some(BatchRecord {
-                            id: first_batch + batch_number,
-                            state: if proposal.open { BATCH_OPEN } else { BATCH_CLOSED },
-                            pair_count: 0,
-                            proposal_job_id: proposal.job_id,
-                            model_id: proposal.model_id.to_string(),
-                            note: proposal.note.to_string(),
-                            create_millis: now,
-                        });
-                        batch_number += 1;
-                        batch.as_mut().expect("just set")
-                    }
+        for chunk in fresh.chunks(size) {
+            let first_pair = self.reserve_ids("pairs", chunk.len() as u64)?;
+            let batch_id = self.next_id("batches")?;
+            let result = trees.as_slice().transaction(|tx: &Vec<TransactionalTree>| {
+                let [pairs, index, batches, batch_pairs, image_pairs] = &tx[..] else {
+                    unreachable!("five trees were given")
                 };
-                let id = first_pair + i as u64;
-                let record = PairRecord {
-                    id,
-                    image_a: new.image_a,
-                    image_b: new.image_b,
-                    identity_a: new.identity_a,
-                    identity_b: new.identity_b,
-                    distance: new.distance,
-                    model_id: proposal.model_id.to_string(),
-                    batch_id: current.id,
-                    state: PAIR_PENDING,
-                    votes: 0,
-                    create_millis: now,
+                let mut batch = BatchRecord {
+                    id: batch_id,
+                    state: if proposal.open { BATCH_OPEN } else { BATCH_CLOSED },
+                    pair_count: 0,
                     proposal_job_id: proposal.job_id,
+                    model_id: proposal.model_id.to_string(),
+                    note: proposal.note.to_string(),
+                    create_millis: now,
                 };
-                current.pair_count += 1;
-                pairs.insert(&id_key(id), encode(&record))?;
-                index.insert(&pair_key, &id_key(id))?;
-                batch_pairs.insert(&id_pair_key(current.id, id), &[])?;
-                image_pairs.insert(&id_pair_key(new.image_a, id), &[])?;
-                image_pairs.insert(&id_pair_key(new.image_b, id), &[])?;
-                stored.pairs += 1;
+                let mut raced = 0;
+                for (i, new) in chunk.iter().enumerate() {
+                    let pair_key = id_pair_key(new.image_a, new.image_b);
+                    // Another proposal may have stored the pair since the check above.
+                    if index.get(pair_key)?.is_some() {
+                        raced += 1;
+                        continue;
+                    }
+                    let id = first_pair + i as u64;
+                    let record = PairRecord {
+                        id,
+                        image_a: new.image_a,
+                        image_b: new.image_b,
+                        identity_a: new.identity_a,
+                        identity_b: new.identity_b,
+                        distance: new.distance,
+                        model_id: proposal.model_id.to_string(),
+                        batch_id,
+                        state: PAIR_PENDING,
+                        votes: 0,
+                        create_millis: now,
+                        proposal_job_id: proposal.job_id,
+                        gold_answer: 0,
+                    };
+                    batch.pair_count += 1;
+                    pairs.insert(&id_key(id), encode(&record))?;
+                    index.insert(&pair_key, &id_key(id))?;
+                    batch_pairs.insert(&id_pair_key(batch_id, id), &[])?;
+                    image_pairs.insert(&id_pair_key(new.image_a, id), &[])?;
+                    image_pairs.insert(&id_pair_key(new.image_b, id), &[])?;
+                }
+                if batch.pair_count > 0 {
+                    batches.insert(&id_key(batch_id), encode(&batch))?;
+                }
+                Ok((batch, raced))
+            });
+            let (batch, raced) = result.map_err(|e: TransactionError<()>| match e {
+                TransactionError::Storage(e) => StoreError::Sled(e),
+                TransactionError::Abort(()) => StoreError::Sled(sled::Error::ReportableBug("aborted".into())),
+            })?;
+            stored.already_proposed += raced;
+            stored.pairs += batch.pair_count as usize;
+            if batch.pair_count > 0 {
+                stored.batches.push(batch);
             }
-            if let Some(last) = batch.take() {
-                batches.insert(&id_key(last.id), encode(&last))?;
-                stored.batches.push(last);
-            }
-            Ok(stored)
-        });
-        let stored = result.map_err(|e: TransactionError<()>| match e {
-            TransactionError::Storage(e) => StoreError::Sled(e),
-            TransactionError::Abort(()) => StoreError::Sled(sled::Error::ReportableBug("aborted".into())),
-        })?;
+        }
         Ok(stored)
     }
 
@@ -235,26 +236,65 @@ impl Store {
             .collect()
     }
 
-    /// Removes pairs inside an image transaction: records, indexes and batch counts.
+    /// The trees [`Store::remove_pairs_tx`] works on, in its order.
+    pub(super) fn pair_trees(&self) -> [sled::Tree; 11] {
+        [
+            self.pairs.tree.clone(),
+            self.pair_index.tree.clone(),
+            self.batches.tree.clone(),
+            self.batch_pairs.tree.clone(),
+            self.image_pairs.tree.clone(),
+            self.gold_pairs.tree.clone(),
+            self.labels.tree.clone(),
+            self.votes.tree.clone(),
+            self.pair_votes.tree.clone(),
+            self.lease_votes.tree.clone(),
+            self.annotator_votes.tree.clone(),
+        ]
+    }
+
+    /// The pairs an image takes part in with their vote ids, read before a removal.
+    pub(super) fn pairs_of_image_with_votes(&self, image_id: u64) -> Result<Vec<(u64, Vec<u64>)>, StoreError> {
+        self.pair_ids_of_image(image_id)?
+            .into_iter()
+            .map(|pair_id| Ok((pair_id, self.vote_ids_of_pair(pair_id)?)))
+            .collect()
+    }
+
+    /// Removes pairs inside a transaction over [`Store::pair_trees`]: records, indexes, batch
+    /// counts, labels and votes.
     pub(super) fn remove_pairs_tx(
-        pair_ids: &[u64],
-        pairs: &TransactionalTree,
-        index: &TransactionalTree,
-        batches: &TransactionalTree,
-        batch_pairs: &TransactionalTree,
-        image_pairs: &TransactionalTree,
+        pairs_and_votes: &[(u64, Vec<u64>)],
+        tx: &[TransactionalTree],
     ) -> Result<(), ConflictableTransactionError<super::images::Abort>> {
-        for &id in pair_ids {
+        let [pairs, index, batches, batch_pairs, image_pairs, gold, labels, votes, pair_votes, lease_votes, annotator_votes] =
+            tx
+        else {
+            unreachable!("eleven pair trees are given")
+        };
+        for (id, vote_ids) in pairs_and_votes {
+            let id = *id;
             let Some(bytes) = pairs.remove(&id_key(id))? else { continue };
             let pair = decode::<PairRecord>("pairs", &bytes).map_err(super::images::abort_on)?;
-            index.remove(&id_pair_key(pair.image_a, pair.image_b))?;
+            if index.get(id_pair_key(pair.image_a, pair.image_b))?.is_some_and(|v| v.as_ref() == id_key(id)) {
+                index.remove(&id_pair_key(pair.image_a, pair.image_b))?;
+            }
             batch_pairs.remove(&id_pair_key(pair.batch_id, id))?;
             image_pairs.remove(&id_pair_key(pair.image_a, id))?;
             image_pairs.remove(&id_pair_key(pair.image_b, id))?;
+            gold.remove(&id_key(id))?;
+            labels.remove(&id_key(id))?;
             if let Some(bytes) = batches.get(id_key(pair.batch_id))? {
                 let mut batch = decode::<BatchRecord>("batches", &bytes).map_err(super::images::abort_on)?;
                 batch.pair_count = batch.pair_count.saturating_sub(1);
                 batches.insert(&id_key(batch.id), encode(&batch))?;
+            }
+            for &vote_id in vote_ids {
+                pair_votes.remove(&id_pair_key(id, vote_id))?;
+                let Some(bytes) = votes.remove(&id_key(vote_id))? else { continue };
+                let vote = decode::<super::VoteRecord>("votes", &bytes).map_err(super::images::abort_on)?;
+                lease_votes.remove(&id_key(vote.lease_id))?;
+                annotator_votes.remove(&id_pair_key(vote.annotator_id, vote_id))?;
             }
         }
         Ok(())

@@ -144,6 +144,9 @@ pub struct PairRecord {
     pub create_millis: i64,
     #[prost(uint64, tag = "12")]
     pub proposal_job_id: u64,
+    /// For gold pairs: the known answer's `VoteChoice` number; 0 for proposed pairs.
+    #[prost(int32, tag = "13")]
+    pub gold_answer: i32,
 }
 
 /// A labeling batch: consecutive pairs of one proposal.
@@ -164,4 +167,82 @@ pub struct BatchRecord {
     pub note: String,
     #[prost(int64, tag = "7")]
     pub create_millis: i64,
+}
+
+/// One annotator's vote on a pair (or answer to a gold pair).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct VoteRecord {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(uint64, tag = "2")]
+    pub pair_id: u64,
+    #[prost(uint64, tag = "3")]
+    pub annotator_id: u64,
+    /// The choice's number, as in the API's `VoteChoice`.
+    #[prost(int32, tag = "4")]
+    pub choice: i32,
+    #[prost(uint64, tag = "5")]
+    pub lease_id: u64,
+    #[prost(int64, tag = "6")]
+    pub lease_millis: i64,
+    #[prost(int64, tag = "7")]
+    pub vote_millis: i64,
+    /// False once the annotator was disabled, and for gold answers.
+    #[prost(bool, tag = "8")]
+    pub counted: bool,
+    #[prost(bool, tag = "9")]
+    pub gold: bool,
+}
+
+/// The final label of a pair: the majority of its three counted votes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LabelRecord {
+    #[prost(uint64, tag = "1")]
+    pub pair_id: u64,
+    #[prost(uint64, tag = "2")]
+    pub batch_id: u64,
+    /// The choice's number, as in the API's `VoteChoice`.
+    #[prost(int32, tag = "3")]
+    pub majority: i32,
+    #[prost(uint32, tag = "4")]
+    pub similar_votes: u32,
+    #[prost(uint32, tag = "5")]
+    pub dissimilar_votes: u32,
+    #[prost(int64, tag = "6")]
+    pub label_millis: i64,
+}
+
+/// Labeling facts about an annotator beyond its votes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AnnotatorRecord {
+    #[prost(uint64, tag = "1")]
+    pub user_id: u64,
+    #[prost(bool, tag = "2")]
+    pub disabled: bool,
+    #[prost(uint64, tag = "3")]
+    pub rejected_too_fast: u64,
+    #[prost(uint64, tag = "4")]
+    pub skips: u64,
+}
+
+/// A pair of images shown in the instructions.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExampleRecord {
+    #[prost(uint64, tag = "1")]
+    pub image_a: u64,
+    #[prost(uint64, tag = "2")]
+    pub image_b: u64,
+    #[prost(string, tag = "3")]
+    pub explanation: String,
+}
+
+/// The annotators' instructions, set by a researcher.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InstructionsRecord {
+    #[prost(string, tag = "1")]
+    pub text: String,
+    #[prost(message, repeated, tag = "2")]
+    pub similar: Vec<ExampleRecord>,
+    #[prost(message, repeated, tag = "3")]
+    pub dissimilar: Vec<ExampleRecord>,
 }

@@ -4,6 +4,7 @@
 mod auth_matrix;
 mod embeddings;
 mod import;
+mod labeling;
 mod paging;
 mod proposal;
 mod python_client;

@@ -1,0 +1,231 @@
+//! Simulated annotators that label through the real API: each takes a task, waits its answer
+//! time, answers from a ground-truth rule (wrong on purpose at a chosen rate) and votes. Used by
+//! `facesim crowd simulate`, `facesim bench votes`, the tests and the demo.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use tonic::Code;
+
+use crate::{pb, Client, ClientError};
+
+/// How a simulated annotator knows the right answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Truth {
+    /// Two photos of one identity are similar, of two identities dissimilar.
+    Identity,
+    /// Pairs nearer than this distance (under the proposing model) are similar.
+    Distance(f32),
+    /// A fair coin per pair, needing no look-up (load benchmarks).
+    Coin,
+}
+
+#[derive(Debug, Clone)]
+pub struct CrowdConfig {
+    pub truth: Truth,
+    /// Share of answers flipped on purpose.
+    pub error_rate: f64,
+    /// Time between getting a task and voting (each vote takes up to 30% longer, never less).
+    pub answer_time: Duration,
+    /// Stop after this many acknowledged votes in all (None: until no task is left).
+    pub max_votes: Option<u64>,
+    /// Stop at this time (None: until no task is left).
+    pub deadline: Option<Instant>,
+    /// Only tasks of this batch (0: any open batch).
+    pub batch_id: u64,
+    pub seed: u64,
+}
+
+/// What the crowd did.
+#[derive(Debug, Clone, Default)]
+pub struct CrowdReport {
+    pub votes: u64,
+    pub retries_too_fast: u64,
+    pub lapsed_leases: u64,
+    pub flipped: u64,
+    /// Milliseconds of each acknowledged `SubmitVote` call.
+    pub vote_latencies_ms: Vec<f64>,
+    pub task_latencies_ms: Vec<f64>,
+    pub per_annotator: Vec<(String, u64)>,
+    pub elapsed: Duration,
+}
+
+impl CrowdReport {
+    /// The q-quantile (0..=1) of a latency list, in ms.
+    pub fn quantile(values: &[f64], q: f64) -> f64 {
+        if values.is_empty() {
+            return f64::NAN;
+        }
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+    }
+}
+
+/// Looks up the truth of pairs through a researcher's client, once per pair.
+#[derive(Clone)]
+struct Oracle {
+    client: Client,
+    truth: Truth,
+    cache: Arc<Mutex<HashMap<u64, bool>>>,
+}
+
+impl Oracle {
+    async fn similar(&self, pair_id: u64) -> Result<bool, ClientError> {
+        if self.truth == Truth::Coin {
+            return Ok(pair_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 63 == 1);
+        }
+        if let Some(&known) = self.cache.lock().expect("not poisoned").get(&pair_id) {
+            return Ok(known);
+        }
+        let pair = self.client.proposals().get_pair(pb::GetPairRequest { pair_id }).await?.into_inner();
+        let similar = match self.truth {
+            Truth::Identity => pair.identity_a == pair.identity_b,
+            Truth::Distance(t) => pair.distance < t,
+            Truth::Coin => unreachable!("answered above"),
+        };
+        self.cache.lock().expect("not poisoned").insert(pair_id, similar);
+        Ok(similar)
+    }
+}
+
+struct Shared {
+    report: Mutex<CrowdReport>,
+    votes: std::sync::atomic::AtomicU64,
+}
+
+/// Runs `annotators` (name, client with its token) until the tasks, the vote budget or the time
+/// run out. `researcher` reads pairs for the ground truth.
+pub async fn run_crowd(
+    researcher: &Client,
+    annotators: Vec<(String, Client)>,
+    config: CrowdConfig,
+) -> Result<CrowdReport, ClientError> {
+    let oracle = Oracle { client: researcher.clone(), truth: config.truth, cache: Arc::default() };
+    let shared = Arc::new(Shared { report: Mutex::new(CrowdReport::default()), votes: 0.into() });
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, (name, client)) in annotators.into_iter().enumerate() {
+        let (oracle, shared, config) = (oracle.clone(), shared.clone(), config.clone());
+        tasks.push(tokio::spawn(async move {
+            let votes = annotate(&client, &oracle, &shared, &config, config.seed.wrapping_add(i as u64)).await?;
+            shared.report.lock().expect("not poisoned").per_annotator.push((name, votes));
+            Ok::<_, ClientError>(())
+        }));
+    }
+    for task in tasks {
+        task.await.map_err(|e| ClientError::Rpc(tonic::Status::internal(format!("annotator task failed: {e}"))))??;
+    }
+    let mut report = std::mem::take(&mut *shared.report.lock().expect("not poisoned"));
+    report.elapsed = started.elapsed();
+    report.per_annotator.sort();
+    Ok(report)
+}
+
+fn out_of_budget(shared: &Shared, config: &CrowdConfig) -> bool {
+    config.max_votes.is_some_and(|m| shared.votes.load(std::sync::atomic::Ordering::SeqCst) >= m)
+        || config.deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+async fn annotate(
+    client: &Client,
+    oracle: &Oracle,
+    shared: &Shared,
+    config: &CrowdConfig,
+    seed: u64,
+) -> Result<u64, ClientError> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut labeling = client.labeling();
+    let mut mine = 0;
+    while !out_of_budget(shared, config) {
+        let asked = Instant::now();
+        let task = labeling.next_task(pb::NextTaskRequest { batch_id: config.batch_id }).await?.into_inner();
+        let task_ms = asked.elapsed().as_secs_f64() * 1000.0;
+        if task.done {
+            break;
+        }
+        let right =
+            if oracle.similar(task.pair_id).await? { pb::VoteChoice::Similar } else { pb::VoteChoice::Dissimilar };
+        let flip = rng.random_bool(config.error_rate.clamp(0.0, 1.0));
+        let choice = match (right, flip) {
+            (pb::VoteChoice::Similar, true) => pb::VoteChoice::Dissimilar,
+            (_, true) => pb::VoteChoice::Similar,
+            (r, false) => r,
+        };
+        if !config.answer_time.is_zero() {
+            let jitter = rng.random_range(1.0..1.3);
+            tokio::time::sleep(config.answer_time.mul_f64(jitter)).await;
+        }
+        loop {
+            let sent = Instant::now();
+            let result =
+                labeling.submit_vote(pb::SubmitVoteRequest { lease_id: task.lease_id, choice: choice as i32 }).await;
+            let vote_ms = sent.elapsed().as_secs_f64() * 1000.0;
+            match result {
+                Ok(_) => {
+                    mine += 1;
+                    shared.votes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let mut report = shared.report.lock().expect("not poisoned");
+                    report.votes += 1;
+                    report.flipped += u64::from(flip);
+                    report.vote_latencies_ms.push(vote_ms);
+                    report.task_latencies_ms.push(task_ms);
+                    break;
+                }
+                Err(status) if status.code() == Code::FailedPrecondition && status.message().contains("too fast") => {
+                    shared.report.lock().expect("not poisoned").retries_too_fast += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(status) if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
+                    // The lease lapsed (or the pair went away): take another task.
+                    shared.report.lock().expect("not poisoned").lapsed_leases += 1;
+                    break;
+                }
+                Err(status) => return Err(status.into()),
+            }
+        }
+    }
+    Ok(mine)
+}
+
+/// Makes (or reuses) annotator accounts `prefix-1 .. prefix-n` and returns clients with fresh
+/// tokens. Needs an admin client.
+pub async fn annotator_clients(admin: &Client, prefix: &str, n: usize) -> Result<Vec<(String, Client)>, ClientError> {
+    let mut existing = HashMap::new();
+    let mut page_token = String::new();
+    loop {
+        let page = admin.admin().list_users(pb::ListUsersRequest { page_size: 1000, page_token }).await?.into_inner();
+        existing.extend(page.users.into_iter().map(|u| (u.name.clone(), u)));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 1..=n {
+        let name = format!("{prefix}-{i}");
+        let token = match existing.get(&name) {
+            Some(user) if user.role == pb::Role::Annotator as i32 => {
+                let request = pb::CreateTokenRequest { user_id: user.id, description: "crowd".into(), ttl_seconds: 0 };
+                admin.admin().create_token(request).await?.into_inner().token
+            }
+            Some(_) => {
+                return Err(ClientError::Rpc(tonic::Status::already_exists(format!(
+                    "user {name} exists and is not an annotator"
+                ))))
+            }
+            None => {
+                let request = pb::CreateUserRequest {
+                    name: name.clone(),
+                    role: pb::Role::Annotator as i32,
+                    token_ttl_seconds: 0,
+                };
+                admin.admin().create_user(request).await?.into_inner().token
+            }
+        };
+        out.push((name, admin.with_token(Some(&token))?));
+    }
+    Ok(out)
+}

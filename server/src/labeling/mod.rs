@@ -1,0 +1,833 @@
+//! Crowd labeling: annotators get pairs under leases, vote similar or dissimilar, and the third
+//! counted vote of a pair fixes its 2-of-3 majority label. The server enforces every rule: three
+//! different annotators per pair, never more leases than votes still needed, a minimum time
+//! between hand-out and vote, leases that expire, retries that count once.
+//!
+//! Who holds which task lives in memory (it is rebuilt empty after a restart: open leases simply
+//! lapse); votes, labels and annotator records live in the store, and a vote is acknowledged only
+//! once a group commit has put it on disk.
+
+pub mod agreement;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::auth::Role;
+use crate::dataset::{DatasetError, Datasets};
+use crate::store::{
+    id_key, now_millis, AnnotatorRecord, ExampleRecord, GroupCommit, ImageRecord, InstructionsRecord, LabelRecord,
+    PairRecord, Store, StoreError, UserRecord, VoteEffect, VoteRecord, BATCH_OPEN, PAIR_PENDING,
+};
+
+/// `VoteChoice` numbers of the API.
+pub const SIMILAR: i32 = 1;
+pub const DISSIMILAR: i32 = 2;
+/// Votes that fix a label.
+pub const VOTES_PER_PAIR: usize = 3;
+/// Ids reserved from the store at a time for leases and votes.
+const ID_BLOCK: u64 = 1024;
+
+#[derive(Debug, Clone)]
+pub struct LabelingConfig {
+    /// Votes sooner than this after the hand-out are rejected.
+    pub min_answer: Duration,
+    /// A task not voted on within this time goes back to the pool.
+    pub lease: Duration,
+    /// Tasks one annotator may hold at once (2 lets a client prefetch the next pair).
+    pub max_leases_per_annotator: usize,
+    /// Every n-th task of an annotator is a gold pair it has not answered, when one exists; 0 = never.
+    pub gold_every: u64,
+}
+
+impl Default for LabelingConfig {
+    fn default() -> Self {
+        LabelingConfig {
+            min_answer: Duration::from_millis(1000),
+            lease: Duration::from_secs(120),
+            max_leases_per_annotator: 2,
+            gold_every: 10,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabelingError {
+    #[error("you are disabled for labeling; ask a researcher")]
+    Disabled,
+    #[error("no task with lease {0} is yours; ask for a new task")]
+    UnknownLease(u64),
+    #[error("lease {0} expired; the pair went back to the pool, ask for a new task")]
+    LeaseExpired(u64),
+    #[error(
+        "vote too fast: {elapsed_ms} ms after the pair was shown; look at both faces for at least {min_ms} ms, \
+         then vote again with the same lease"
+    )]
+    TooFast { elapsed_ms: u64, min_ms: u64 },
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("no batch with id {0}")]
+    BatchNotFound(u64),
+    #[error("batch {0} is closed; open it to label its pairs")]
+    BatchClosed(u64),
+    #[error("no image with id {0}")]
+    ImageNotFound(u64),
+    #[error("no user with id {0}")]
+    UserNotFound(u64),
+    #[error("user {0} is not an annotator")]
+    NotAnnotator(u64),
+    #[error("no instructions yet: a researcher sets them with `facesim labeling instructions set`")]
+    NoInstructions,
+    #[error(transparent)]
+    Dataset(DatasetError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<DatasetError> for LabelingError {
+    fn from(e: DatasetError) -> Self {
+        match e {
+            DatasetError::ImageNotFound(id) => LabelingError::ImageNotFound(id),
+            DatasetError::Store(e) => LabelingError::Store(e),
+            other => LabelingError::Dataset(other),
+        }
+    }
+}
+
+/// A hand-out of one pair to one annotator.
+#[derive(Debug, Clone)]
+struct Lease {
+    id: u64,
+    pair_id: u64,
+    user_id: u64,
+    batch_id: u64,
+    gold: bool,
+    issued_millis: i64,
+    issued: Instant,
+}
+
+/// A proposed pair that still needs votes.
+#[derive(Debug, Default)]
+struct Slot {
+    batch_id: u64,
+    /// Counted votes: (annotator, choice).
+    votes: Vec<(u64, i32)>,
+    leases: Vec<u64>,
+}
+
+/// Ids handed out from a block reserved in the store.
+#[derive(Debug, Default)]
+struct IdBlock {
+    next: u64,
+    end: u64,
+}
+
+#[derive(Default)]
+struct State {
+    slots: BTreeMap<u64, Slot>,
+    /// Gold pairs and who answered them.
+    gold: BTreeMap<u64, HashSet<u64>>,
+    leases: HashMap<u64, Lease>,
+    user_leases: HashMap<u64, Vec<u64>>,
+    served: HashMap<u64, u64>,
+    skipped: HashSet<(u64, u64)>,
+    disabled: HashSet<u64>,
+    batch_open: HashMap<u64, bool>,
+    /// Pairs still needing votes per batch.
+    batch_pending: HashMap<u64, u64>,
+    lease_ids: IdBlock,
+    vote_ids: IdBlock,
+}
+
+/// A task handed to an annotator.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub lease_id: u64,
+    pub pair_id: u64,
+    pub batch_id: u64,
+    pub face_a: Vec<u8>,
+    pub face_b: Vec<u8>,
+    pub lease_millis: i64,
+    pub expire_millis: i64,
+    pub remaining_in_batch: u64,
+}
+
+/// An example pair of the instructions with its faces.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub image_a: u64,
+    pub image_b: u64,
+    pub face_a: Vec<u8>,
+    pub face_b: Vec<u8>,
+    pub explanation: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Instructions {
+    pub text: String,
+    pub similar: Vec<Example>,
+    pub dissimilar: Vec<Example>,
+    pub min_answer_millis: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AnnotatorStats {
+    pub user_id: u64,
+    pub name: String,
+    pub enabled: bool,
+    pub votes: u64,
+    pub votes_today: u64,
+    pub rejected_too_fast: u64,
+    pub skips: u64,
+    pub gold_accuracy: f64,
+    pub gold_answered: u64,
+    pub majority_agreement: f64,
+    pub median_answer_seconds: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchProgress {
+    pub batch_id: u64,
+    pub pairs_by_votes: [u64; 4],
+    pub labeled_similar: u64,
+    pub labeled_dissimilar: u64,
+    pub active_leases: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Agreement {
+    pub complete_pairs: u64,
+    pub fleiss_kappa: f64,
+    pub krippendorff_alpha: f64,
+    pub unanimous_share: f64,
+}
+
+/// A gold pair to add.
+#[derive(Debug, Clone, Copy)]
+pub struct NewGold {
+    pub image_a: u64,
+    pub image_b: u64,
+    pub answer: i32,
+}
+
+#[derive(Clone)]
+pub struct Labeling {
+    store: Store,
+    datasets: Datasets,
+    config: LabelingConfig,
+    commit: GroupCommit,
+    state: Arc<Mutex<State>>,
+}
+
+fn choice_ok(choice: i32) -> bool {
+    choice == SIMILAR || choice == DISSIMILAR
+}
+
+/// The label of three counted votes.
+fn label_of(pair: u64, batch: u64, votes: &[(u64, i32)]) -> LabelRecord {
+    let similar = votes.iter().filter(|v| v.1 == SIMILAR).count() as u32;
+    let dissimilar = votes.len() as u32 - similar;
+    LabelRecord {
+        pair_id: pair,
+        batch_id: batch,
+        majority: if similar > dissimilar { SIMILAR } else { DISSIMILAR },
+        similar_votes: similar,
+        dissimilar_votes: dissimilar,
+        label_millis: now_millis(),
+    }
+}
+
+impl State {
+    fn take_id(&mut self, which: &str, store: &Store) -> Result<u64, StoreError> {
+        let block = if which == "leases" { &mut self.lease_ids } else { &mut self.vote_ids };
+        if block.next == block.end {
+            block.next = store.reserve_ids(which, ID_BLOCK)?;
+            block.end = block.next + ID_BLOCK;
+        }
+        block.next += 1;
+        Ok(block.next - 1)
+    }
+
+    fn drop_lease(&mut self, lease_id: u64) -> Option<Lease> {
+        let lease = self.leases.remove(&lease_id)?;
+        if let Some(held) = self.user_leases.get_mut(&lease.user_id) {
+            held.retain(|&l| l != lease_id);
+        }
+        if let Some(slot) = self.slots.get_mut(&lease.pair_id) {
+            slot.leases.retain(|&l| l != lease_id);
+        }
+        Some(lease)
+    }
+
+    /// Drops the leases that expired.
+    fn expire(&mut self, lease_time: Duration) {
+        let now = Instant::now();
+        let expired: Vec<u64> =
+            self.leases.values().filter(|l| now.duration_since(l.issued) >= lease_time).map(|l| l.id).collect();
+        for id in expired {
+            self.drop_lease(id);
+        }
+    }
+
+    fn add_slot(&mut self, pair: u64, batch: u64, votes: Vec<(u64, i32)>) {
+        if votes.len() < VOTES_PER_PAIR
+            && self.slots.insert(pair, Slot { batch_id: batch, votes, leases: vec![] }).is_none()
+        {
+            *self.batch_pending.entry(batch).or_default() += 1;
+        }
+    }
+
+    fn remove_slot(&mut self, pair: u64) {
+        if let Some(slot) = self.slots.remove(&pair) {
+            for lease in slot.leases {
+                self.drop_lease(lease);
+            }
+            if let Some(n) = self.batch_pending.get_mut(&slot.batch_id) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+}
+
+impl Labeling {
+    /// Rebuilds the labeling state from the store and starts the group commit.
+    pub fn load(store: Store, datasets: Datasets, config: LabelingConfig) -> Result<Self, LabelingError> {
+        let mut state = State::default();
+        for item in store.batches.scan_from::<crate::store::BatchRecord>(&id_key(0)) {
+            let (_, batch) = item?;
+            state.batch_open.insert(batch.id, batch.state == BATCH_OPEN);
+        }
+        for item in store.pairs.scan_from::<PairRecord>(&id_key(0)) {
+            let (_, pair) = item?;
+            if pair.gold_answer != 0 {
+                let answered_by = store.votes_of_pair(pair.id)?.into_iter().map(|v| v.annotator_id).collect();
+                state.gold.insert(pair.id, answered_by);
+            } else if pair.state == PAIR_PENDING {
+                let votes = store.votes_of_pair(pair.id)?;
+                let counted = votes.into_iter().filter(|v| v.counted).map(|v| (v.annotator_id, v.choice)).collect();
+                state.add_slot(pair.id, pair.batch_id, counted);
+            }
+        }
+        for annotator in store.annotators()? {
+            if annotator.disabled {
+                state.disabled.insert(annotator.user_id);
+            }
+        }
+        let commit = GroupCommit::start(store.clone());
+        Ok(Labeling { store, datasets, config, commit, state: Arc::new(Mutex::new(state)) })
+    }
+
+    /// Writes what is pending and stops the group commit. Called when the server shuts down.
+    pub async fn shutdown(&self) {
+        self.commit.shutdown().await;
+    }
+
+    pub fn config(&self) -> &LabelingConfig {
+        &self.config
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("not poisoned")
+    }
+
+    /// New batches of a proposal: their pairs join the pool.
+    pub fn add_batches(&self, batch_ids: &[u64]) -> Result<(), LabelingError> {
+        let mut fresh = Vec::new();
+        for &batch in batch_ids {
+            let record = self.store.batch(batch)?.ok_or(LabelingError::BatchNotFound(batch))?;
+            let (pairs, _) = self.store.pairs_page(batch, 0, usize::MAX)?;
+            fresh.push((batch, record.state == BATCH_OPEN, pairs));
+        }
+        let mut state = self.lock();
+        for (batch, open, pairs) in fresh {
+            state.batch_open.insert(batch, open);
+            for pair in pairs.into_iter().filter(|p| p.state == PAIR_PENDING) {
+                state.add_slot(pair.id, batch, Vec::new());
+            }
+        }
+        Ok(())
+    }
+
+    /// A batch was opened or closed. Leases on a closed batch's pairs stay valid until used.
+    pub fn set_batch_open(&self, batch: u64, open: bool) {
+        self.lock().batch_open.insert(batch, open);
+    }
+
+    /// Pairs removed with their images leave the pool.
+    pub fn forget_pairs(&self, pairs: &[u64]) {
+        let mut state = self.lock();
+        for &pair in pairs {
+            state.remove_slot(pair);
+            state.gold.remove(&pair);
+            let held: Vec<u64> = state.leases.values().filter(|l| l.pair_id == pair).map(|l| l.id).collect();
+            for lease in held {
+                state.drop_lease(lease);
+            }
+        }
+    }
+
+    /// Hands the annotator a task: one it already holds when it holds the most it may, else a gold
+    /// pair now and then, else the first pair (in proposal order) of an open batch that it has
+    /// not voted on and that needs more votes than it has leases out. `None` when there is none.
+    pub fn next_task(&self, user_id: u64, batch_filter: u64) -> Result<Option<Task>, LabelingError> {
+        if batch_filter != 0 && self.store.batch(batch_filter)?.is_none() {
+            return Err(LabelingError::BatchNotFound(batch_filter));
+        }
+        let lease = {
+            let mut state = self.lock();
+            if state.disabled.contains(&user_id) {
+                return Err(LabelingError::Disabled);
+            }
+            if batch_filter != 0 && state.batch_open.get(&batch_filter) != Some(&true) {
+                return Err(LabelingError::BatchClosed(batch_filter));
+            }
+            state.expire(self.config.lease);
+            let held = state.user_leases.get(&user_id).cloned().unwrap_or_default();
+            if held.len() >= self.config.max_leases_per_annotator.max(1) {
+                state.leases[&held[0]].clone()
+            } else {
+                match self.pick(&state, user_id, batch_filter, &held) {
+                    Some((pair_id, batch_id, gold)) => {
+                        let lease = Lease {
+                            id: state.take_id("leases", &self.store)?,
+                            pair_id,
+                            user_id,
+                            batch_id,
+                            gold,
+                            issued_millis: now_millis(),
+                            issued: Instant::now(),
+                        };
+                        state.leases.insert(lease.id, lease.clone());
+                        state.user_leases.entry(user_id).or_default().push(lease.id);
+                        if let Some(slot) = state.slots.get_mut(&pair_id) {
+                            slot.leases.push(lease.id);
+                        }
+                        *state.served.entry(user_id).or_default() += 1;
+                        lease
+                    }
+                    None => return Ok(None),
+                }
+            }
+        };
+        let pair = self.store.pair(lease.pair_id)?.ok_or(StoreError::Missing { tree: "pairs", id: lease.pair_id })?;
+        let remaining = self.lock().batch_pending.get(&lease.batch_id).copied().unwrap_or(0);
+        Ok(Some(Task {
+            lease_id: lease.id,
+            pair_id: lease.pair_id,
+            batch_id: lease.batch_id,
+            face_a: self.datasets.face_png(pair.image_a)?,
+            face_b: self.datasets.face_png(pair.image_b)?,
+            lease_millis: lease.issued_millis,
+            expire_millis: lease.issued_millis + self.config.lease.as_millis() as i64,
+            remaining_in_batch: remaining,
+        }))
+    }
+
+    fn pick(&self, state: &State, user: u64, batch_filter: u64, held: &[u64]) -> Option<(u64, u64, bool)> {
+        let holds = |pair: u64| held.iter().any(|l| state.leases.get(l).is_some_and(|l| l.pair_id == pair));
+        let served = state.served.get(&user).copied().unwrap_or(0);
+        if self.config.gold_every > 0 && (served + 1) % self.config.gold_every == 0 {
+            if let Some((&id, _)) = state.gold.iter().find(|(id, answered)| !answered.contains(&user) && !holds(**id)) {
+                return Some((id, 0, true));
+            }
+        }
+        state
+            .slots
+            .iter()
+            .find(|(&id, slot)| {
+                (batch_filter == 0 || slot.batch_id == batch_filter)
+                    && state.batch_open.get(&slot.batch_id) == Some(&true)
+                    && slot.votes.len() + slot.leases.len() < VOTES_PER_PAIR
+                    && !slot.votes.iter().any(|v| v.0 == user)
+                    && !holds(id)
+                    && !state.skipped.contains(&(user, id))
+            })
+            .map(|(&id, slot)| (id, slot.batch_id, false))
+    }
+
+    /// Records a vote; `Ok(false)` when the lease had voted already (a retry). Returns once the
+    /// vote is on disk.
+    pub async fn submit_vote(&self, user_id: u64, lease_id: u64, choice: i32) -> Result<bool, LabelingError> {
+        if !choice_ok(choice) {
+            return Err(LabelingError::InvalidRequest(format!("choice must be SIMILAR or DISSIMILAR, got {choice}")));
+        }
+        let recorded = self.record(user_id, lease_id, choice)?;
+        if recorded.is_none() {
+            return match self.store.vote_of_lease(lease_id)? {
+                Some(vote) if vote.annotator_id == user_id => {
+                    self.commit.commit().await?;
+                    Ok(false)
+                }
+                _ => Err(LabelingError::UnknownLease(lease_id)),
+            };
+        }
+        self.commit.commit().await?;
+        Ok(true)
+    }
+
+    /// The synchronous part of a vote: checks, store write and state change under the lock.
+    /// `None` when the lease is not live.
+    fn record(&self, user_id: u64, lease_id: u64, choice: i32) -> Result<Option<()>, LabelingError> {
+        let mut state = self.lock();
+        let Some(lease) = state.leases.get(&lease_id).filter(|l| l.user_id == user_id).cloned() else {
+            return Ok(None);
+        };
+        if state.disabled.contains(&user_id) {
+            return Err(LabelingError::Disabled);
+        }
+        let elapsed = lease.issued.elapsed();
+        if elapsed >= self.config.lease {
+            state.drop_lease(lease_id);
+            return Err(LabelingError::LeaseExpired(lease_id));
+        }
+        if elapsed < self.config.min_answer {
+            drop(state);
+            self.store.update_annotator(user_id, |a| a.rejected_too_fast += 1)?;
+            return Err(LabelingError::TooFast {
+                elapsed_ms: elapsed.as_millis() as u64,
+                min_ms: self.config.min_answer.as_millis() as u64,
+            });
+        }
+        let vote = VoteRecord {
+            id: state.take_id("votes", &self.store)?,
+            pair_id: lease.pair_id,
+            annotator_id: user_id,
+            choice,
+            lease_id,
+            lease_millis: lease.issued_millis,
+            vote_millis: now_millis(),
+            counted: !lease.gold,
+            gold: lease.gold,
+        };
+        let effect = if lease.gold {
+            VoteEffect { pair_votes: 0, label: None }
+        } else {
+            let slot =
+                state.slots.get(&lease.pair_id).ok_or(StoreError::Missing { tree: "pairs", id: lease.pair_id })?;
+            let mut votes = slot.votes.clone();
+            if votes.len() >= VOTES_PER_PAIR || votes.iter().any(|v| v.0 == user_id) {
+                // Unreachable by the lease rules; refuse rather than over-count.
+                return Err(LabelingError::InvalidRequest("this pair needs no further vote from you".into()));
+            }
+            votes.push((user_id, choice));
+            let label = (votes.len() == VOTES_PER_PAIR).then(|| label_of(lease.pair_id, slot.batch_id, &votes));
+            VoteEffect { pair_votes: votes.len() as u32, label }
+        };
+        self.store.record_vote(&vote, &effect)?;
+        state.drop_lease(lease_id);
+        if lease.gold {
+            if let Some(answered) = state.gold.get_mut(&lease.pair_id) {
+                answered.insert(user_id);
+            }
+        } else if effect.label.is_some() {
+            state.remove_slot(lease.pair_id);
+        } else if let Some(slot) = state.slots.get_mut(&lease.pair_id) {
+            slot.votes.push((user_id, choice));
+        }
+        Ok(Some(()))
+    }
+
+    /// Gives a task back without a vote; the annotator is not offered that pair again.
+    pub fn skip(&self, user_id: u64, lease_id: u64) -> Result<(), LabelingError> {
+        {
+            let mut state = self.lock();
+            match state.leases.get(&lease_id) {
+                Some(l) if l.user_id == user_id => {
+                    let pair = l.pair_id;
+                    state.drop_lease(lease_id);
+                    state.skipped.insert((user_id, pair));
+                }
+                _ => return Err(LabelingError::UnknownLease(lease_id)),
+            }
+        }
+        self.store.update_annotator(user_id, |a| a.skips += 1)?;
+        Ok(())
+    }
+
+    pub fn instructions(&self) -> Result<Instructions, LabelingError> {
+        let record = self.store.instructions()?.ok_or(LabelingError::NoInstructions)?;
+        let examples = |list: &[ExampleRecord]| -> Result<Vec<Example>, LabelingError> {
+            list.iter()
+                .map(|e| {
+                    Ok(Example {
+                        image_a: e.image_a,
+                        image_b: e.image_b,
+                        face_a: self.datasets.face_png(e.image_a)?,
+                        face_b: self.datasets.face_png(e.image_b)?,
+                        explanation: e.explanation.clone(),
+                    })
+                })
+                .collect()
+        };
+        Ok(Instructions {
+            text: record.text.clone(),
+            similar: examples(&record.similar)?,
+            dissimilar: examples(&record.dissimilar)?,
+            min_answer_millis: self.config.min_answer.as_millis() as u32,
+        })
+    }
+
+    /// Sets the instructions: text plus at least one similar and one dissimilar example.
+    pub async fn set_instructions(&self, record: InstructionsRecord) -> Result<Instructions, LabelingError> {
+        if record.similar.is_empty() || record.dissimilar.is_empty() {
+            return Err(LabelingError::InvalidRequest(
+                "instructions need at least one similar and one dissimilar example pair".into(),
+            ));
+        }
+        if record.text.trim().is_empty() || record.text.len() > 20_000 {
+            return Err(LabelingError::InvalidRequest("text must be 1 to 20000 bytes".into()));
+        }
+        for e in record.similar.iter().chain(&record.dissimilar) {
+            if e.image_a == e.image_b {
+                return Err(LabelingError::InvalidRequest(format!("an example pair shows image {} twice", e.image_a)));
+            }
+            self.datasets.image(e.image_a)?;
+            self.datasets.image(e.image_b)?;
+        }
+        self.store.set_instructions(&record)?;
+        self.commit.commit().await?;
+        self.instructions()
+    }
+
+    /// Adds gold pairs (images must exist and differ); they join every annotator's stream.
+    pub async fn add_gold(&self, pairs: &[NewGold]) -> Result<Vec<u64>, LabelingError> {
+        if pairs.is_empty() || pairs.len() > 10_000 {
+            return Err(LabelingError::InvalidRequest("give 1 to 10000 gold pairs".into()));
+        }
+        let mut records = Vec::with_capacity(pairs.len());
+        for g in pairs {
+            if !choice_ok(g.answer) {
+                return Err(LabelingError::InvalidRequest(format!(
+                    "gold answer must be SIMILAR or DISSIMILAR, got {}",
+                    g.answer
+                )));
+            }
+            if g.image_a == g.image_b {
+                return Err(LabelingError::InvalidRequest(format!("a gold pair shows image {} twice", g.image_a)));
+            }
+            let (a, b) =
+                (self.datasets.image(g.image_a.min(g.image_b))?, self.datasets.image(g.image_a.max(g.image_b))?);
+            records.push(PairRecord {
+                image_a: a.id,
+                image_b: b.id,
+                identity_a: a.identity_id,
+                identity_b: b.identity_id,
+                state: PAIR_PENDING,
+                gold_answer: g.answer,
+                ..Default::default()
+            });
+        }
+        let ids = self.store.insert_gold_pairs(&records)?;
+        self.commit.commit().await?;
+        let mut state = self.lock();
+        for id in &ids {
+            state.gold.insert(*id, HashSet::new());
+        }
+        Ok(ids)
+    }
+
+    fn annotator_user(&self, user_id: u64) -> Result<UserRecord, LabelingError> {
+        let user: UserRecord = self.store.users.get(&id_key(user_id))?.ok_or(LabelingError::UserNotFound(user_id))?;
+        if user.role != Role::Annotator as i32 {
+            return Err(LabelingError::NotAnnotator(user_id));
+        }
+        Ok(user)
+    }
+
+    /// Disables an annotator (its counted votes stop counting, their pairs need votes again, its
+    /// leases end) or enables it again (earlier votes stay excluded).
+    pub async fn set_enabled(&self, user_id: u64, enabled: bool) -> Result<AnnotatorStats, LabelingError> {
+        self.annotator_user(user_id)?;
+        if enabled {
+            self.store.update_annotator(user_id, |a| a.disabled = false)?;
+            self.lock().disabled.remove(&user_id);
+        } else {
+            self.store.update_annotator(user_id, |a| a.disabled = true)?;
+            {
+                let mut state = self.lock();
+                state.disabled.insert(user_id);
+                let held = state.user_leases.remove(&user_id).unwrap_or_default();
+                for lease in held {
+                    state.drop_lease(lease);
+                }
+            }
+            let changed = self.store.exclude_votes_of(user_id)?;
+            let mut restored = Vec::new();
+            for pair_id in changed {
+                if let Some(pair) = self.store.pair(pair_id)? {
+                    let votes = self.store.votes_of_pair(pair_id)?;
+                    let counted: Vec<(u64, i32)> =
+                        votes.into_iter().filter(|v| v.counted).map(|v| (v.annotator_id, v.choice)).collect();
+                    restored.push((pair.id, pair.batch_id, counted));
+                }
+            }
+            let mut state = self.lock();
+            for (pair, batch, counted) in restored {
+                match state.slots.get_mut(&pair) {
+                    Some(slot) => slot.votes = counted,
+                    None => state.add_slot(pair, batch, counted),
+                }
+            }
+        }
+        self.commit.commit().await?;
+        self.stats(user_id)
+    }
+
+    /// One annotator's statistics.
+    pub fn stats(&self, user_id: u64) -> Result<AnnotatorStats, LabelingError> {
+        let user = self.annotator_user(user_id)?;
+        let record: AnnotatorRecord = self.store.annotator(user_id)?;
+        let votes = self.store.votes_of_annotator(user_id)?;
+        let day = now_millis().div_euclid(86_400_000);
+        let mut stats = AnnotatorStats {
+            user_id,
+            name: user.name,
+            enabled: !record.disabled,
+            rejected_too_fast: record.rejected_too_fast,
+            skips: record.skips,
+            ..Default::default()
+        };
+        let (mut gold_right, mut agree, mut on_labeled) = (0u64, 0u64, 0u64);
+        let mut answer_millis: Vec<i64> = Vec::with_capacity(votes.len());
+        for vote in &votes {
+            answer_millis.push(vote.vote_millis - vote.lease_millis);
+            if vote.gold {
+                stats.gold_answered += 1;
+                if self.store.pair(vote.pair_id)?.is_some_and(|p| p.gold_answer == vote.choice) {
+                    gold_right += 1;
+                }
+                continue;
+            }
+            stats.votes += 1;
+            if vote.vote_millis.div_euclid(86_400_000) == day {
+                stats.votes_today += 1;
+            }
+            if let Some(label) = self.store.label(vote.pair_id)? {
+                on_labeled += 1;
+                if label.majority == vote.choice {
+                    agree += 1;
+                }
+            }
+        }
+        let share = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        stats.gold_accuracy = share(gold_right, stats.gold_answered);
+        stats.majority_agreement = share(agree, on_labeled);
+        answer_millis.sort_unstable();
+        if let Some(&median) = answer_millis.get(answer_millis.len() / 2) {
+            stats.median_answer_seconds = median as f64 / 1000.0;
+        }
+        Ok(stats)
+    }
+
+    /// Statistics of the annotators with ids from `start`, in id order.
+    pub fn all_stats(&self, start: u64, limit: usize) -> Result<(Vec<AnnotatorStats>, Option<u64>), LabelingError> {
+        let mut out = Vec::new();
+        for item in self.store.users.scan_from::<UserRecord>(&id_key(start)) {
+            let (_, user) = item?;
+            if user.role != Role::Annotator as i32 {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok((out, Some(user.id)));
+            }
+            out.push(self.stats(user.id)?);
+        }
+        Ok((out, None))
+    }
+
+    /// Where a batch stands.
+    pub fn batch_progress(&self, batch_id: u64) -> Result<BatchProgress, LabelingError> {
+        self.store.batch(batch_id)?.ok_or(LabelingError::BatchNotFound(batch_id))?;
+        let (pairs, _) = self.store.pairs_page(batch_id, 0, usize::MAX)?;
+        let mut progress = BatchProgress { batch_id, ..Default::default() };
+        for pair in &pairs {
+            progress.pairs_by_votes[(pair.votes as usize).min(3)] += 1;
+            if let Some(label) = self.store.label(pair.id)? {
+                if label.majority == SIMILAR {
+                    progress.labeled_similar += 1;
+                } else {
+                    progress.labeled_dissimilar += 1;
+                }
+            }
+        }
+        let state = self.lock();
+        progress.active_leases = state.leases.values().filter(|l| l.batch_id == batch_id && !l.gold).count() as u64;
+        Ok(progress)
+    }
+
+    /// Agreement over the labeled pairs of a batch (0 = all batches): Fleiss' kappa over the
+    /// complete pairs, Krippendorff's alpha over every pair with at least two counted votes.
+    pub fn agreement(&self, batch_id: u64) -> Result<Agreement, LabelingError> {
+        if batch_id != 0 {
+            self.store.batch(batch_id)?.ok_or(LabelingError::BatchNotFound(batch_id))?;
+        }
+        let (pairs, _) = self.store.pairs_page(batch_id, 0, usize::MAX)?;
+        let mut complete = Vec::new();
+        let mut rated = Vec::new();
+        for pair in pairs.iter().filter(|p| p.gold_answer == 0 && p.votes >= 2) {
+            let votes = self.store.votes_of_pair(pair.id)?;
+            let similar = votes.iter().filter(|v| v.counted && v.choice == SIMILAR).count() as u32;
+            let dissimilar = votes.iter().filter(|v| v.counted && v.choice == DISSIMILAR).count() as u32;
+            let unit = vec![similar, dissimilar];
+            if similar + dissimilar == VOTES_PER_PAIR as u32 {
+                complete.push(unit.clone());
+            }
+            rated.push(unit);
+        }
+        let unanimous = complete.iter().filter(|u| u.contains(&0)).count();
+        Ok(Agreement {
+            complete_pairs: complete.len() as u64,
+            fleiss_kappa: agreement::fleiss_kappa(&complete).unwrap_or(f64::NAN),
+            krippendorff_alpha: agreement::krippendorff_alpha_nominal(&rated).unwrap_or(f64::NAN),
+            unanimous_share: if complete.is_empty() { 0.0 } else { unanimous as f64 / complete.len() as f64 },
+        })
+    }
+
+    /// Labels in pair order.
+    pub fn labels(
+        &self,
+        batch_id: u64,
+        start: u64,
+        limit: usize,
+    ) -> Result<(Vec<LabelRecord>, Option<u64>), LabelingError> {
+        if batch_id != 0 {
+            self.store.batch(batch_id)?.ok_or(LabelingError::BatchNotFound(batch_id))?;
+        }
+        Ok(self.store.labels_page(batch_id, start, limit)?)
+    }
+
+    /// Votes in id order (or per pair within a batch).
+    pub fn votes(
+        &self,
+        batch_id: u64,
+        start: u64,
+        limit: usize,
+    ) -> Result<(Vec<VoteRecord>, Option<u64>), LabelingError> {
+        if batch_id != 0 {
+            self.store.batch(batch_id)?.ok_or(LabelingError::BatchNotFound(batch_id))?;
+        }
+        Ok(self.store.votes_page(batch_id, start, limit)?)
+    }
+
+    /// The pair of a label, for exports.
+    pub fn pair(&self, pair_id: u64) -> Result<Option<PairRecord>, LabelingError> {
+        Ok(self.store.pair(pair_id)?)
+    }
+
+    pub fn image(&self, id: u64) -> Result<ImageRecord, LabelingError> {
+        Ok(self.datasets.image(id)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn majority_and_split() {
+        let l = label_of(1, 2, &[(1, SIMILAR), (2, DISSIMILAR), (3, SIMILAR)]);
+        assert_eq!((l.majority, l.similar_votes, l.dissimilar_votes), (SIMILAR, 2, 1));
+        let l = label_of(1, 2, &[(1, DISSIMILAR), (2, DISSIMILAR), (3, DISSIMILAR)]);
+        assert_eq!((l.majority, l.similar_votes, l.dissimilar_votes), (DISSIMILAR, 0, 3));
+    }
+}
