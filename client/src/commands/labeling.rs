@@ -433,14 +433,21 @@ pub async fn run_labels(client: &Client, command: LabelsCommand) -> anyhow::Resu
     }
 }
 
-/// Shows a PNG inline with the kitty graphics protocol (kitty, WezTerm, Ghostty, Konsole).
-fn kitty_image(png: &[u8]) -> String {
-    let data = base64::engine::general_purpose::STANDARD.encode(png);
+/// Shows an image inline with the kitty graphics protocol (kitty, WezTerm, Ghostty, Konsole),
+/// sent as raw RGB.
+fn kitty_image(encoded: &[u8]) -> String {
+    let Ok(image) = image::load_from_memory(encoded) else { return "[unreadable face image]".into() };
+    let rgb = image.to_rgb8();
+    let data = base64::engine::general_purpose::STANDARD.encode(rgb.as_raw());
     let chunks: Vec<&[u8]> = data.as_bytes().chunks(4096).collect();
     let mut out = String::new();
     for (i, chunk) in chunks.iter().enumerate() {
         let more = u8::from(i + 1 < chunks.len());
-        let head = if i == 0 { format!("a=T,f=100,m={more}") } else { format!("m={more}") };
+        let head = if i == 0 {
+            format!("a=T,f=24,s={},v={},m={more}", rgb.width(), rgb.height())
+        } else {
+            format!("m={more}")
+        };
         out.push_str(&format!("\x1b_G{head};{}\x1b\\", String::from_utf8_lossy(chunk)));
     }
     out
@@ -454,7 +461,7 @@ fn kitty_supported() -> bool {
 }
 
 /// `facesim label`: label pairs in the terminal. Faces show inline where the terminal speaks the
-/// kitty graphics protocol; otherwise they are saved as PNG files whose paths are printed.
+/// kitty graphics protocol; otherwise they are saved as JPEG files whose paths are printed.
 pub async fn label(client: &Client, batch: u64, faces_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let mut labeling = client.labeling();
     let instructions = labeling.get_instructions(pb::GetInstructionsRequest {}).await.map_err(ClientError::from)?;

@@ -51,8 +51,8 @@ fn example(e: Example) -> pb::ExamplePair {
     pb::ExamplePair {
         image_a: e.image_a,
         image_b: e.image_b,
-        face_a: e.face_a,
-        face_b: e.face_b,
+        face_a: e.face_a.to_vec(),
+        face_b: e.face_b.to_vec(),
         explanation: e.explanation,
     }
 }
@@ -114,8 +114,8 @@ impl LabelingService for LabelingApi {
             Some(t) => pb::Task {
                 lease_id: t.lease_id,
                 pair_id: t.pair_id,
-                face_a: t.face_a,
-                face_b: t.face_b,
+                face_a: t.face_a.to_vec(),
+                face_b: t.face_b.to_vec(),
                 lease_time: timestamp(t.lease_millis),
                 lease_expire_time: timestamp(t.expire_millis),
                 remaining_in_batch: t.remaining_in_batch,

@@ -14,7 +14,7 @@ use crate::store::StoreError;
 pub fn from_store(error: StoreError) -> Status {
     tracing::error!(%error, "storage failure");
     match error {
-        StoreError::SchemaMismatch { .. } => Status::failed_precondition(error.to_string()),
+        StoreError::SchemaMismatch { .. } | StoreError::Locked { .. } => Status::failed_precondition(error.to_string()),
         StoreError::Sled(_) | StoreError::Corrupt { .. } | StoreError::BadKey { .. } | StoreError::Missing { .. } => {
             Status::internal(format!("storage failure: {error}"))
         }
@@ -147,6 +147,10 @@ pub fn from_labeling(error: LabelingError) -> Status {
         | LabelingError::NoInstructions
         | LabelingError::NotAnnotator(_) => Status::failed_precondition(message),
         LabelingError::InvalidRequest(_) => Status::invalid_argument(message),
+        LabelingError::Encode { .. } => {
+            tracing::error!(%message, "face encoding failed");
+            Status::internal(message)
+        }
         LabelingError::Dataset(e) => from_dataset(e),
         LabelingError::Store(e) => from_store(e),
     }

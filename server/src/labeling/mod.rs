@@ -27,6 +27,10 @@ pub const DISSIMILAR: i32 = 2;
 pub const VOTES_PER_PAIR: usize = 3;
 /// Ids reserved from the store at a time for leases and votes.
 const ID_BLOCK: u64 = 1024;
+/// Face JPEGs kept for tasks (about 6 KB each); the cache starts over when full.
+const FACE_CACHE: usize = 8192;
+/// JPEG quality of the faces shown to annotators.
+const FACE_QUALITY: u8 = 90;
 
 #[derive(Debug, Clone)]
 pub struct LabelingConfig {
@@ -78,6 +82,8 @@ pub enum LabelingError {
     NotAnnotator(u64),
     #[error("no instructions yet: a researcher sets them with `facesim labeling instructions set`")]
     NoInstructions,
+    #[error("cannot encode the face of image {image_id} for annotators: {message}")]
+    Encode { image_id: u64, message: String },
     #[error(transparent)]
     Dataset(DatasetError),
     #[error(transparent)]
@@ -145,8 +151,9 @@ pub struct Task {
     pub lease_id: u64,
     pub pair_id: u64,
     pub batch_id: u64,
-    pub face_a: Vec<u8>,
-    pub face_b: Vec<u8>,
+    /// The two face crops as JPEG.
+    pub face_a: Arc<Vec<u8>>,
+    pub face_b: Arc<Vec<u8>>,
     pub lease_millis: i64,
     pub expire_millis: i64,
     pub remaining_in_batch: u64,
@@ -157,8 +164,8 @@ pub struct Task {
 pub struct Example {
     pub image_a: u64,
     pub image_b: u64,
-    pub face_a: Vec<u8>,
-    pub face_b: Vec<u8>,
+    pub face_a: Arc<Vec<u8>>,
+    pub face_b: Arc<Vec<u8>>,
     pub explanation: String,
 }
 
@@ -217,6 +224,7 @@ pub struct Labeling {
     config: LabelingConfig,
     commit: GroupCommit,
     state: Arc<Mutex<State>>,
+    faces: Arc<Mutex<HashMap<u64, Arc<Vec<u8>>>>>,
 }
 
 fn choice_ok(choice: i32) -> bool {
@@ -314,7 +322,7 @@ impl Labeling {
             }
         }
         let commit = GroupCommit::start(store.clone());
-        Ok(Labeling { store, datasets, config, commit, state: Arc::new(Mutex::new(state)) })
+        Ok(Labeling { store, datasets, config, commit, state: Arc::new(Mutex::new(state)), faces: Arc::default() })
     }
 
     /// Writes what is pending and stops the group commit. Called when the server shuts down.
@@ -324,6 +332,26 @@ impl Labeling {
 
     pub fn config(&self) -> &LabelingConfig {
         &self.config
+    }
+
+    /// The face crop of an image as a JPEG for annotators: at full size, a sixth of the PNG's
+    /// bytes, encoded once and cached.
+    fn face_jpeg(&self, image_id: u64) -> Result<Arc<Vec<u8>>, LabelingError> {
+        if let Some(jpeg) = self.faces.lock().expect("not poisoned").get(&image_id) {
+            return Ok(jpeg.clone());
+        }
+        let face = self.datasets.face(image_id)?;
+        let mut out = std::io::Cursor::new(Vec::new());
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, FACE_QUALITY)
+            .encode_image(&face)
+            .map_err(|e| LabelingError::Encode { image_id, message: e.to_string() })?;
+        let jpeg = Arc::new(out.into_inner());
+        let mut cache = self.faces.lock().expect("not poisoned");
+        if cache.len() >= FACE_CACHE {
+            cache.clear();
+        }
+        cache.insert(image_id, jpeg.clone());
+        Ok(jpeg)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -415,8 +443,8 @@ impl Labeling {
             lease_id: lease.id,
             pair_id: lease.pair_id,
             batch_id: lease.batch_id,
-            face_a: self.datasets.face_png(pair.image_a)?,
-            face_b: self.datasets.face_png(pair.image_b)?,
+            face_a: self.face_jpeg(pair.image_a)?,
+            face_b: self.face_jpeg(pair.image_b)?,
             lease_millis: lease.issued_millis,
             expire_millis: lease.issued_millis + self.config.lease.as_millis() as i64,
             remaining_in_batch: remaining,
@@ -552,8 +580,8 @@ impl Labeling {
                     Ok(Example {
                         image_a: e.image_a,
                         image_b: e.image_b,
-                        face_a: self.datasets.face_png(e.image_a)?,
-                        face_b: self.datasets.face_png(e.image_b)?,
+                        face_a: self.face_jpeg(e.image_a)?,
+                        face_b: self.face_jpeg(e.image_b)?,
                         explanation: e.explanation.clone(),
                     })
                 })

@@ -48,7 +48,12 @@ pub enum StoreError {
          use a matching server version or a new data dir"
     )]
     SchemaMismatch { found: u32, expected: u32 },
+    #[error("the data dir {dir} is in use by another process (is another facesim-server running on it?)")]
+    Locked { dir: String },
 }
+
+/// How long [`Store::open`] waits for the data dir's lock.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A named sled tree together with its name, for error messages.
 #[derive(Clone)]
@@ -119,8 +124,25 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) the store in `dir`, checking the schema version.
+    ///
+    /// sled holds an exclusive file lock while any handle to the database lives, and its
+    /// background writer threads keep a handle for a moment after the last `Store` is dropped;
+    /// so a lock held by someone is waited on for up to [`LOCK_WAIT`] before giving up with
+    /// [`StoreError::Locked`].
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).flush_every_ms(Some(200)).open()?;
+        let started = std::time::Instant::now();
+        let db = loop {
+            match sled::Config::new().path(dir).flush_every_ms(Some(200)).open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    if started.elapsed() >= LOCK_WAIT {
+                        return Err(StoreError::Locked { dir: dir.display().to_string() });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let open = |name: &'static str| -> Result<Tree, StoreError> { Ok(Tree { name, tree: db.open_tree(name)? }) };
         let store = Store {
             meta: open("meta")?,

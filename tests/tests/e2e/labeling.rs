@@ -59,11 +59,11 @@ async fn three_annotators_label_a_pair_by_majority() {
     researcher.labeling().set_instructions(good).await.unwrap();
     let shown = a.labeling().get_instructions(pb::GetInstructionsRequest {}).await.unwrap().into_inner();
     assert_eq!((shown.similar_examples.len(), shown.dissimilar_examples.len(), shown.min_answer_millis), (1, 1, 1000));
-    assert!(shown.similar_examples[0].face_a.starts_with(b"\x89PNG"));
+    assert!(shown.similar_examples[0].face_a.starts_with(b"\xff\xd8\xff"), "a JPEG");
 
     // A takes the nearest pair; voting at once is too fast and the lease stays A's.
     let t1 = next(&a).await;
-    assert!(!t1.done && t1.face_a.starts_with(b"\x89PNG") && t1.face_b.starts_with(b"\x89PNG"));
+    assert!(!t1.done && t1.face_a.starts_with(b"\xff\xd8\xff") && t1.face_b.starts_with(b"\xff\xd8\xff"));
     assert_eq!((t1.pair_id, t1.batch_id, t1.remaining_in_batch), (1, batch_id, 4));
     let err = vote(&a, t1.lease_id, SIMILAR).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
