@@ -191,7 +191,7 @@ async fn annotate(
 }
 
 /// Makes (or reuses) annotator accounts `prefix-1 .. prefix-n` and returns clients with fresh
-/// tokens. Needs an admin client.
+/// tokens, each on a connection of its own. Needs an admin client.
 pub async fn annotator_clients(admin: &Client, prefix: &str, n: usize) -> Result<Vec<(String, Client)>, ClientError> {
     let mut existing = HashMap::new();
     let mut page_token = String::new();
@@ -225,7 +225,7 @@ pub async fn annotator_clients(admin: &Client, prefix: &str, n: usize) -> Result
                 admin.admin().create_user(request).await?.into_inner().token
             }
         };
-        out.push((name, admin.with_token(Some(&token))?));
+        out.push((name, admin.connect_as(Some(&token)).await?));
     }
     Ok(out)
 }

@@ -91,6 +91,8 @@ pub type Transport = InterceptedService<Channel, BearerAuth>;
 pub struct Client {
     channel: Channel,
     auth: BearerAuth,
+    /// The address it connected to, when it made its own connection.
+    server: Option<String>,
 }
 
 macro_rules! stub {
@@ -109,7 +111,16 @@ impl Client {
         let endpoint = Endpoint::from_str(server).map_err(|e| ClientError::Address(server.into(), e.to_string()))?;
         let channel =
             endpoint.connect().await.map_err(|source| ClientError::Connect { addr: server.into(), source })?;
-        Self::from_channel(channel, token)
+        Ok(Client { server: Some(server.to_string()), ..Self::from_channel(channel, token)? })
+    }
+
+    /// A client for another user on a connection of its own (as a separate person's browser or
+    /// terminal would have); shares this client's connection when it was made from a channel.
+    pub async fn connect_as(&self, token: Option<&str>) -> Result<Self, ClientError> {
+        match &self.server {
+            Some(server) => Self::connect(server, token).await,
+            None => self.with_token(token),
+        }
     }
 
     /// Uses an existing channel.
@@ -118,12 +129,12 @@ impl Client {
             Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| ClientError::BadToken)?),
             None => None,
         };
-        Ok(Client { channel, auth: BearerAuth(auth) })
+        Ok(Client { channel, auth: BearerAuth(auth), server: None })
     }
 
     /// The same connection with another token.
     pub fn with_token(&self, token: Option<&str>) -> Result<Self, ClientError> {
-        Self::from_channel(self.channel.clone(), token)
+        Ok(Client { server: self.server.clone(), ..Self::from_channel(self.channel.clone(), token)? })
     }
 
     pub fn channel(&self) -> Channel {

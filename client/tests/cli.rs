@@ -275,6 +275,7 @@ async fn annotator_labels_in_the_terminal_and_a_simulated_crowd_finishes_the_bat
         let votes: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert!(ok && votes.len() == 9, "{out}");
         assert!(votes.iter().all(|v| v["answer_seconds"].as_f64().unwrap() >= 1.0), "{out}");
+        assert!(votes.iter().all(|v| v["counted"] == serde_json::json!(true) && v["choice"].is_string()), "{out}");
     })
     .await;
 }

@@ -290,30 +290,81 @@ impl Names {
     }
 }
 
-fn write_rows(out: &mut dyn Write, format: Format, header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
+/// One value of an export row: written as text in CSV and with its JSON type in JSON lines
+/// (so a numeric identity name such as CASIA's `0000045` stays a string).
+enum Cell {
+    Int(u64),
+    /// A number and its decimals in CSV.
+    Num(f64, usize),
+    Text(String),
+    Bool(bool),
+}
+
+impl Cell {
+    fn csv(&self) -> String {
+        match self {
+            Cell::Int(v) => v.to_string(),
+            Cell::Num(v, decimals) => format!("{v:.decimals$}"),
+            Cell::Text(v) => v.clone(),
+            Cell::Bool(v) => v.to_string(),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        match self {
+            Cell::Int(v) => (*v).into(),
+            // Rounded as in CSV: 0.404465, not 0.40446498990058899.
+            Cell::Num(..) => self.csv().parse::<f64>().map(serde_json::Value::from).unwrap_or_default(),
+            Cell::Text(v) => v.as_str().into(),
+            Cell::Bool(v) => (*v).into(),
+        }
+    }
+}
+
+impl From<u64> for Cell {
+    fn from(v: u64) -> Self {
+        Cell::Int(v)
+    }
+}
+
+impl From<u32> for Cell {
+    fn from(v: u32) -> Self {
+        Cell::Int(v.into())
+    }
+}
+
+impl From<String> for Cell {
+    fn from(v: String) -> Self {
+        Cell::Text(v)
+    }
+}
+
+impl From<&str> for Cell {
+    fn from(v: &str) -> Self {
+        Cell::Text(v.to_string())
+    }
+}
+
+impl From<bool> for Cell {
+    fn from(v: bool) -> Self {
+        Cell::Bool(v)
+    }
+}
+
+fn write_rows(out: &mut dyn Write, format: Format, header: &[&str], rows: &[Vec<Cell>]) -> anyhow::Result<()> {
     match format {
         Format::Csv => {
             let mut w = csv::Writer::from_writer(out);
             w.write_record(header)?;
             for row in rows {
-                w.write_record(row)?;
+                w.write_record(row.iter().map(Cell::csv))?;
             }
             w.flush()?;
         }
         Format::Jsonl => {
             for row in rows {
-                let object: serde_json::Map<String, serde_json::Value> = header
-                    .iter()
-                    .zip(row)
-                    .map(|(k, v)| {
-                        let value = v
-                            .parse::<i64>()
-                            .map(serde_json::Value::from)
-                            .or_else(|_| v.parse::<f64>().map(serde_json::Value::from))
-                            .unwrap_or_else(|_| serde_json::Value::from(v.as_str()));
-                        (k.to_string(), value)
-                    })
-                    .collect();
+                let object: serde_json::Map<String, serde_json::Value> =
+                    header.iter().zip(row).map(|(k, v)| (k.to_string(), v.json())).collect();
                 writeln!(out, "{}", serde_json::Value::Object(object))?;
             }
         }
@@ -357,20 +408,20 @@ pub async fn run_labels(client: &Client, command: LabelsCommand) -> anyhow::Resu
                         continue;
                     }
                     rows.push(vec![
-                        l.pair_id.to_string(),
-                        l.batch_id.to_string(),
-                        l.image_a.to_string(),
-                        l.image_b.to_string(),
-                        a.identity.clone(),
-                        b.identity.clone(),
-                        a.file_name.clone(),
-                        b.file_name.clone(),
-                        format!("{:.6}", l.distance),
-                        l.similar_votes.to_string(),
-                        l.dissimilar_votes.to_string(),
-                        choice_name(l.majority).to_string(),
-                        split,
-                        format!("{:.4}", l.similar_votes as f64 / (l.similar_votes + l.dissimilar_votes).max(1) as f64),
+                        l.pair_id.into(),
+                        l.batch_id.into(),
+                        l.image_a.into(),
+                        l.image_b.into(),
+                        a.identity.clone().into(),
+                        b.identity.clone().into(),
+                        a.file_name.clone().into(),
+                        b.file_name.clone().into(),
+                        Cell::Num(f64::from(l.distance), 6),
+                        l.similar_votes.into(),
+                        l.dissimilar_votes.into(),
+                        choice_name(l.majority).into(),
+                        split.into(),
+                        Cell::Num(l.similar_votes as f64 / (l.similar_votes + l.dissimilar_votes).max(1) as f64, 4),
                     ]);
                 }
                 if page.next_page_token.is_empty() {
@@ -407,16 +458,16 @@ pub async fn run_labels(client: &Client, command: LabelsCommand) -> anyhow::Resu
                         t.as_ref().map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000).unwrap_or(0)
                     };
                     rows.push(vec![
-                        v.id.to_string(),
-                        v.pair_id.to_string(),
-                        v.annotator_id.to_string(),
-                        v.lease_id.to_string(),
-                        choice_name(v.choice).to_string(),
-                        time(&v.lease_time),
-                        time(&v.vote_time),
-                        format!("{:.3}", (millis(&v.vote_time) - millis(&v.lease_time)) as f64 / 1000.0),
-                        v.counted.to_string(),
-                        v.gold.to_string(),
+                        v.id.into(),
+                        v.pair_id.into(),
+                        v.annotator_id.into(),
+                        v.lease_id.into(),
+                        choice_name(v.choice).into(),
+                        time(&v.lease_time).into(),
+                        time(&v.vote_time).into(),
+                        Cell::Num((millis(&v.vote_time) - millis(&v.lease_time)) as f64 / 1000.0, 3),
+                        v.counted.into(),
+                        v.gold.into(),
                     ]);
                 }
                 if page.next_page_token.is_empty() {
@@ -488,7 +539,7 @@ pub async fn label(client: &Client, batch: u64, faces_dir: Option<PathBuf>) -> a
             println!("{}  {}", kitty_image(&task.face_a), kitty_image(&task.face_b));
         } else {
             let (a, b) =
-                (dir.join(format!("pair-{}-a.png", task.pair_id)), dir.join(format!("pair-{}-b.png", task.pair_id)));
+                (dir.join(format!("pair-{}-a.jpg", task.pair_id)), dir.join(format!("pair-{}-b.jpg", task.pair_id)));
             std::fs::write(&a, &task.face_a)?;
             std::fs::write(&b, &task.face_b)?;
             println!("faces: {}  {}", a.display(), b.display());

@@ -23,7 +23,7 @@ use facesim_proto::v1::{
     ranking_service_server::RankingServiceServer, training_service_server::TrainingServiceServer,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 pub use auth_layer::AuthLayer;
@@ -100,7 +100,8 @@ pub async fn run(
         .add_service(limited!(TrainingServiceServer, pending, limit))
         .add_service(limited!(ModelServiceServer, pending, limit))
         .add_service(limited!(RankingServiceServer, ranking::RankingApi::new(state.clone()), limit))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining)
+        // Small responses (a vote's answer) must not wait for the client's delayed ACK.
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), draining)
         .await?;
     Ok(())
 }

@@ -268,6 +268,33 @@ impl State {
     }
 
     /// Drops the leases that expired.
+    /// The state the store implies: open batches, pending pairs with their counted votes, gold
+    /// pairs with who answered them, disabled annotators. Leases start empty.
+    fn load(store: &Store) -> Result<State, LabelingError> {
+        let mut state = State::default();
+        for item in store.batches.scan_from::<crate::store::BatchRecord>(&id_key(0)) {
+            let (_, batch) = item?;
+            state.batch_open.insert(batch.id, batch.state == BATCH_OPEN);
+        }
+        for item in store.pairs.scan_from::<PairRecord>(&id_key(0)) {
+            let (_, pair) = item?;
+            if pair.gold_answer != 0 {
+                let answered_by = store.votes_of_pair(pair.id)?.into_iter().map(|v| v.annotator_id).collect();
+                state.gold.insert(pair.id, answered_by);
+            } else if pair.state == PAIR_PENDING {
+                let votes = store.votes_of_pair(pair.id)?;
+                let counted = votes.into_iter().filter(|v| v.counted).map(|v| (v.annotator_id, v.choice)).collect();
+                state.add_slot(pair.id, pair.batch_id, counted);
+            }
+        }
+        for annotator in store.annotators()? {
+            if annotator.disabled {
+                state.disabled.insert(annotator.user_id);
+            }
+        }
+        Ok(state)
+    }
+
     fn expire(&mut self, lease_time: Duration) {
         let now = Instant::now();
         let expired: Vec<u64> =
@@ -300,29 +327,22 @@ impl State {
 impl Labeling {
     /// Rebuilds the labeling state from the store and starts the group commit.
     pub fn load(store: Store, datasets: Datasets, config: LabelingConfig) -> Result<Self, LabelingError> {
-        let mut state = State::default();
-        for item in store.batches.scan_from::<crate::store::BatchRecord>(&id_key(0)) {
-            let (_, batch) = item?;
-            state.batch_open.insert(batch.id, batch.state == BATCH_OPEN);
-        }
-        for item in store.pairs.scan_from::<PairRecord>(&id_key(0)) {
-            let (_, pair) = item?;
-            if pair.gold_answer != 0 {
-                let answered_by = store.votes_of_pair(pair.id)?.into_iter().map(|v| v.annotator_id).collect();
-                state.gold.insert(pair.id, answered_by);
-            } else if pair.state == PAIR_PENDING {
-                let votes = store.votes_of_pair(pair.id)?;
-                let counted = votes.into_iter().filter(|v| v.counted).map(|v| (v.annotator_id, v.choice)).collect();
-                state.add_slot(pair.id, pair.batch_id, counted);
-            }
-        }
-        for annotator in store.annotators()? {
-            if annotator.disabled {
-                state.disabled.insert(annotator.user_id);
-            }
-        }
+        let state = State::load(&store)?;
         let commit = GroupCommit::start(store.clone());
         Ok(Labeling { store, datasets, config, commit, state: Arc::new(Mutex::new(state)), faces: Arc::default() })
+    }
+
+    /// Waits until everything acknowledged so far is on disk. After a failed write of a vote
+    /// group, the in-memory state (which had taken those votes) is rebuilt from the store, and
+    /// the error is returned.
+    async fn commit(&self) -> Result<(), LabelingError> {
+        let committed = self.commit.commit().await;
+        if self.commit.take_lost() {
+            let mut state = self.lock();
+            tracing::error!("a group of votes was not written; rebuilding the labeling state from the store");
+            *state = State::load(&self.store)?;
+        }
+        Ok(committed?)
     }
 
     /// Writes what is pending and stops the group commit. Called when the server shuts down.
@@ -480,21 +500,19 @@ impl Labeling {
             return Err(LabelingError::InvalidRequest(format!("choice must be SIMILAR or DISSIMILAR, got {choice}")));
         }
         let recorded = self.record(user_id, lease_id, choice)?;
+        // Also a retry waits for the commit: its first try may still be queued.
+        self.commit().await?;
         if recorded.is_none() {
             return match self.store.vote_of_lease(lease_id)? {
-                Some(vote) if vote.annotator_id == user_id => {
-                    self.commit.commit().await?;
-                    Ok(false)
-                }
+                Some(vote) if vote.annotator_id == user_id => Ok(false),
                 _ => Err(LabelingError::UnknownLease(lease_id)),
             };
         }
-        self.commit.commit().await?;
         Ok(true)
     }
 
-    /// The synchronous part of a vote: checks, store write and state change under the lock.
-    /// `None` when the lease is not live.
+    /// The synchronous part of a vote: checks, state change and queueing for the next commit
+    /// group, under the lock. `None` when the lease is not live.
     fn record(&self, user_id: u64, lease_id: u64, choice: i32) -> Result<Option<()>, LabelingError> {
         let mut state = self.lock();
         let Some(lease) = state.leases.get(&lease_id).filter(|l| l.user_id == user_id).cloned() else {
@@ -541,13 +559,14 @@ impl Labeling {
             let label = (votes.len() == VOTES_PER_PAIR).then(|| label_of(lease.pair_id, slot.batch_id, &votes));
             VoteEffect { pair_votes: votes.len() as u32, label }
         };
-        self.store.record_vote(&vote, &effect)?;
+        let labeled = effect.label.is_some();
+        self.commit.enqueue_vote(vote, effect);
         state.drop_lease(lease_id);
         if lease.gold {
             if let Some(answered) = state.gold.get_mut(&lease.pair_id) {
                 answered.insert(user_id);
             }
-        } else if effect.label.is_some() {
+        } else if labeled {
             state.remove_slot(lease.pair_id);
         } else if let Some(slot) = state.slots.get_mut(&lease.pair_id) {
             slot.votes.push((user_id, choice));
@@ -613,7 +632,7 @@ impl Labeling {
             self.datasets.image(e.image_b)?;
         }
         self.store.set_instructions(&record)?;
-        self.commit.commit().await?;
+        self.commit().await?;
         self.instructions()
     }
 
@@ -646,7 +665,7 @@ impl Labeling {
             });
         }
         let ids = self.store.insert_gold_pairs(&records)?;
-        self.commit.commit().await?;
+        self.commit().await?;
         let mut state = self.lock();
         for id in &ids {
             state.gold.insert(*id, HashSet::new());
@@ -671,33 +690,28 @@ impl Labeling {
             self.lock().disabled.remove(&user_id);
         } else {
             self.store.update_annotator(user_id, |a| a.disabled = true)?;
-            {
-                let mut state = self.lock();
-                state.disabled.insert(user_id);
-                let held = state.user_leases.remove(&user_id).unwrap_or_default();
-                for lease in held {
-                    state.drop_lease(lease);
-                }
+            // Under the lock, with the queued votes written first, so that no vote decided on
+            // the old counts lands after the exclusion.
+            let mut state = self.lock();
+            state.disabled.insert(user_id);
+            let held = state.user_leases.remove(&user_id).unwrap_or_default();
+            for lease in held {
+                state.drop_lease(lease);
             }
-            let changed = self.store.exclude_votes_of(user_id)?;
-            let mut restored = Vec::new();
-            for pair_id in changed {
+            self.commit.apply_pending()?;
+            for pair_id in self.store.exclude_votes_of(user_id)? {
                 if let Some(pair) = self.store.pair(pair_id)? {
                     let votes = self.store.votes_of_pair(pair_id)?;
                     let counted: Vec<(u64, i32)> =
                         votes.into_iter().filter(|v| v.counted).map(|v| (v.annotator_id, v.choice)).collect();
-                    restored.push((pair.id, pair.batch_id, counted));
-                }
-            }
-            let mut state = self.lock();
-            for (pair, batch, counted) in restored {
-                match state.slots.get_mut(&pair) {
-                    Some(slot) => slot.votes = counted,
-                    None => state.add_slot(pair, batch, counted),
+                    match state.slots.get_mut(&pair.id) {
+                        Some(slot) => slot.votes = counted,
+                        None => state.add_slot(pair.id, pair.batch_id, counted),
+                    }
                 }
             }
         }
-        self.commit.commit().await?;
+        self.commit().await?;
         self.stats(user_id)
     }
 

@@ -1,5 +1,6 @@
 //! Votes, labels, annotators, gold pairs and instructions. A vote, its indexes, its pair's vote
-//! count and (on the third vote) the pair's label are written in one transaction.
+//! count and (on the third vote) the pair's label are written in one transaction, together with
+//! the other votes of its commit group.
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
@@ -35,8 +36,12 @@ pub struct VoteEffect {
 }
 
 impl Store {
-    /// Stores a vote with its indexes, the pair's new vote count and, when given, its label.
-    pub fn record_vote(&self, vote: &VoteRecord, effect: &VoteEffect) -> Result<(), StoreError> {
+    /// Stores votes, in order, with their indexes, their pairs' new vote counts and, when given,
+    /// labels: all in one transaction, so a group of concurrent votes costs one.
+    pub fn record_votes(&self, votes: &[(VoteRecord, VoteEffect)]) -> Result<(), StoreError> {
+        if votes.is_empty() {
+            return Ok(());
+        }
         let trees = [
             self.votes.tree.clone(),
             self.pair_votes.tree.clone(),
@@ -48,14 +53,19 @@ impl Store {
         trees
             .as_slice()
             .transaction(|tx: &Vec<TransactionalTree>| {
-                let [votes, pair_votes, lease_votes, annotator_votes, pairs, labels] = &tx[..] else {
+                let [votes_tree, pair_votes, lease_votes, annotator_votes, pairs, labels] = &tx[..] else {
                     unreachable!("six trees were given")
                 };
-                votes.insert(&id_key(vote.id), encode(vote))?;
-                pair_votes.insert(&id_pair_key(vote.pair_id, vote.id), &[])?;
-                lease_votes.insert(&id_key(vote.lease_id), &id_key(vote.id))?;
-                annotator_votes.insert(&id_pair_key(vote.annotator_id, vote.id), &[])?;
-                if !vote.gold {
+                for (vote, effect) in votes {
+                    votes_tree.insert(&id_key(vote.id), encode(vote))?;
+                    pair_votes.insert(&id_pair_key(vote.pair_id, vote.id), &[])?;
+                    lease_votes.insert(&id_key(vote.lease_id), &id_key(vote.id))?;
+                    annotator_votes.insert(&id_pair_key(vote.annotator_id, vote.id), &[])?;
+                    if vote.gold {
+                        continue;
+                    }
+                    // Reads see this transaction's earlier writes: two votes on one pair in a group
+                    // leave the later count.
                     let bytes = pairs.get(id_key(vote.pair_id))?;
                     let bytes = bytes.ok_or_else(|| abort(StoreError::Missing { tree: "pairs", id: vote.pair_id }))?;
                     let mut pair = decode::<PairRecord>("pairs", &bytes).map_err(abort)?;
