@@ -220,6 +220,9 @@ mod tests {
                 });
                 commit.enqueue_vote(vote, VoteEffect { pair_votes: i as u32 + 1, label });
             }
+            // A vote on a pair deleted meanwhile is dropped; it does not fail its group.
+            let orphan = VoteRecord { id: 99, pair_id: 9999, annotator_id: 5, lease_id: 199, ..Default::default() };
+            commit.enqueue_vote(orphan, VoteEffect { pair_votes: 1, label: None });
             assert!(store.vote_of_lease(200).unwrap().is_none(), "queued, not yet written");
             commit.commit().await.unwrap();
             assert!(!commit.take_lost());
@@ -232,6 +235,7 @@ mod tests {
         assert_eq!((pair.votes, pair.state), (3, PAIR_LABELED));
         assert_eq!(store.votes_of_pair(pair_id).unwrap().iter().map(|v| v.annotator_id).collect::<Vec<_>>(), [5, 6, 7]);
         assert_eq!(store.vote_of_lease(201).unwrap().unwrap().id, 101);
+        assert!(store.vote_of_lease(199).unwrap().is_none());
         assert_eq!(store.votes_of_annotator(7).unwrap().len(), 1);
     }
 }

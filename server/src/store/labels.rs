@@ -57,6 +57,13 @@ impl Store {
                     unreachable!("six trees were given")
                 };
                 for (vote, effect) in votes {
+                    // Reads see this transaction's earlier writes: two votes on one pair in a group
+                    // leave the later count.
+                    let Some(bytes) = pairs.get(id_key(vote.pair_id))? else {
+                        // The pair was deleted (with its image) after the vote was decided: the
+                        // deletion removed its votes, this one included.
+                        continue;
+                    };
                     votes_tree.insert(&id_key(vote.id), encode(vote))?;
                     pair_votes.insert(&id_pair_key(vote.pair_id, vote.id), &[])?;
                     lease_votes.insert(&id_key(vote.lease_id), &id_key(vote.id))?;
@@ -64,10 +71,6 @@ impl Store {
                     if vote.gold {
                         continue;
                     }
-                    // Reads see this transaction's earlier writes: two votes on one pair in a group
-                    // leave the later count.
-                    let bytes = pairs.get(id_key(vote.pair_id))?;
-                    let bytes = bytes.ok_or_else(|| abort(StoreError::Missing { tree: "pairs", id: vote.pair_id }))?;
                     let mut pair = decode::<PairRecord>("pairs", &bytes).map_err(abort)?;
                     pair.votes = effect.pair_votes;
                     if let Some(label) = &effect.label {
