@@ -32,6 +32,10 @@ pub struct Config {
     #[arg(long, env = "FACESIM_DEMO_DIR", default_value = "datasets/lfw-demo")]
     pub demo_dir: PathBuf,
 
+    /// Folder of the built annotation UI, served at `/` on the same port as the API.
+    #[arg(long, env = "FACESIM_UI_DIR", default_value = "annotation-ui/dist")]
+    pub ui_dir: PathBuf,
+
     /// Largest accepted image file, in bytes.
     #[arg(long, env = "FACESIM_MAX_IMAGE_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_image_bytes: usize,

@@ -11,6 +11,7 @@ mod pending;
 mod proposal;
 mod ranking;
 mod status;
+mod ui;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -87,6 +88,7 @@ pub async fn run(
     Server::builder()
         .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(ui::UiLayer::new(&state.config.ui_dir))
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(AuthLayer::new(state.auth.clone()))
         .add_service(health_service)

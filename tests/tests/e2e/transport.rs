@@ -88,3 +88,41 @@ async fn grpc_web_over_http1_works() {
     assert!(text.contains("admin"), "the WhoAmI answer names the admin: {text}");
     assert!(text.contains("grpc-status:0"), "the trailer frame reports OK: {text}");
 }
+
+async fn http1_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tcp.read_to_end(&mut response).await.unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// The annotation UI comes from the API's own port; nothing outside its folder does.
+#[tokio::test]
+async fn the_annotation_ui_is_served_at_the_root() {
+    fn tune(config: &mut facesim_server::Config) {
+        config.ui_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../annotation-ui/dist");
+    }
+    let server = TestServer::start_with(tune).await;
+    let page = http1_get(server.addr, "/").await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.to_lowercase().contains("content-type: text/html"), "{page}");
+    assert!(page.contains("<script src=\"app.js\"></script>"), "{page}");
+    let script = http1_get(server.addr, "/app.js").await;
+    assert!(script.starts_with("HTTP/1.1 200"), "{}", &script[..script.len().min(300)]);
+    assert!(
+        script.to_lowercase().contains("content-type: text/javascript") && script.len() > 10_000,
+        "the bundled app"
+    );
+    for outside in ["/../Cargo.toml", "/%2e%2e/Cargo.toml", "/..%2fCargo.toml", "/no-such-file.js"] {
+        let answer = http1_get(server.addr, outside).await;
+        assert!(answer.starts_with("HTTP/1.1 404"), "{outside}: {answer}");
+    }
+    // The API on the same port is untouched.
+    let mut admin = server.client(Some(ADMIN_TOKEN)).await.admin();
+    assert_eq!(
+        admin.who_am_i(facesim_proto::v1::WhoAmIRequest {}).await.unwrap().into_inner().user.unwrap().name,
+        "admin"
+    );
+}
