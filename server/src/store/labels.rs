@@ -94,23 +94,20 @@ impl Store {
 
     /// The votes of a pair in id order.
     pub fn votes_of_pair(&self, pair_id: u64) -> Result<Vec<VoteRecord>, StoreError> {
-        let prefix = id_key(pair_id);
-        let mut out = Vec::new();
-        for key in self.pair_votes.keys_with_prefix_from(&prefix, &prefix) {
-            let vote_id = decode_id("pair_votes", &key?[8..])?;
-            if let Some(vote) = self.votes.get::<VoteRecord>(&id_key(vote_id))? {
-                out.push(vote);
-            }
-        }
-        Ok(out)
+        self.votes_indexed_by(&self.pair_votes, pair_id)
     }
 
     /// Every vote of an annotator in id order.
     pub fn votes_of_annotator(&self, user_id: u64) -> Result<Vec<VoteRecord>, StoreError> {
-        let prefix = id_key(user_id);
+        self.votes_indexed_by(&self.annotator_votes, user_id)
+    }
+
+    /// The votes an index (`owner id ‖ vote id` → empty) lists under `owner`, in vote id order.
+    fn votes_indexed_by(&self, index: &super::Tree, owner: u64) -> Result<Vec<VoteRecord>, StoreError> {
+        let prefix = id_key(owner);
         let mut out = Vec::new();
-        for key in self.annotator_votes.keys_with_prefix_from(&prefix, &prefix) {
-            let vote_id = decode_id("annotator_votes", &key?[8..])?;
+        for key in index.keys_with_prefix_from(&prefix, &prefix) {
+            let vote_id = decode_id(index.name(), &key?[8..])?;
             if let Some(vote) = self.votes.get::<VoteRecord>(&id_key(vote_id))? {
                 out.push(vote);
             }
