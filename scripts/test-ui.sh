@@ -14,7 +14,10 @@ fi
 cargo build --quiet -p facesim-server -p facesim-client
 
 cd annotation-ui
-npm ci --no-audit --no-fund --loglevel=error
+# `npm install`, not `npm ci`: the lock file holds only the platform packages of buf that the
+# registry serves here, and `npm ci` refuses a lock without the others; install still keeps to the
+# locked versions.
+npm install --no-audit --no-fund --loglevel=error
 npm run --silent build
 if [ "${CI:-}" = true ] && ! git diff --quiet -- dist; then
     echo "annotation-ui/dist differs from a fresh build: run 'npm run build' in annotation-ui and commit dist/" >&2

@@ -20,7 +20,7 @@ impl UiLayer {
         if !dir.join("index.html").is_file() {
             tracing::warn!(
                 dir = %dir.display(),
-                "no annotation UI here; build it with `cd annotation-ui && npm ci && npm run build`"
+                "no annotation UI here; build it with `cd annotation-ui && npm install && npm run build`"
             );
         }
         UiLayer { files: ServeDir::new(dir) }
