@@ -3,6 +3,9 @@
 
 mod policy;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use base64::Engine as _;
 use rand::RngCore as _;
 use sha2::{Digest, Sha256};
@@ -97,6 +100,21 @@ pub struct IssuedToken {
 #[derive(Clone)]
 pub struct Auth {
     store: Store,
+    /// Tokens checked before, by hash: every call carries one, and reading it, its record and its
+    /// user from the store each time costs more than the rest of a small call's checks.
+    known: Arc<Mutex<KnownTokens>>,
+}
+
+/// Most tokens kept in [`KnownTokens`]; it starts over when full.
+const KNOWN_TOKENS: usize = 10_000;
+
+#[derive(Default)]
+struct KnownTokens {
+    /// Bumped by every change that can end a token's validity (revocation, disabling a user);
+    /// a check that read the store under an older generation does not fill the cache.
+    generation: u64,
+    /// `sha256(token)` → (who holds it, when it expires in ms since the epoch, 0 = never).
+    tokens: HashMap<[u8; 32], (Principal, i64)>,
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {
@@ -110,13 +128,42 @@ fn valid_user_name(name: &str) -> bool {
 
 impl Auth {
     pub fn new(store: Store) -> Self {
-        Auth { store }
+        Auth { store, known: Arc::default() }
     }
 
     /// Checks a bearer token and returns who holds it.
     pub fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
         let hash = sha256(token.as_bytes());
-        let token_id = self.store.token_hashes.get_id(&hash)?.ok_or(AuthError::InvalidToken)?;
+        let generation = {
+            let known = self.known.lock().expect("not poisoned");
+            if let Some((principal, expire_millis)) = known.tokens.get(&hash) {
+                if *expire_millis == 0 || *expire_millis > now_millis() {
+                    return Ok(principal.clone());
+                }
+            }
+            known.generation
+        };
+        let (principal, expire_millis) = self.authenticate_in_store(&hash)?;
+        let mut known = self.known.lock().expect("not poisoned");
+        if known.generation == generation {
+            if known.tokens.len() >= KNOWN_TOKENS {
+                known.tokens.clear();
+            }
+            known.tokens.insert(hash, (principal.clone(), expire_millis));
+        }
+        Ok(principal)
+    }
+
+    /// Forgets every checked token; called after each change that can end a token's validity,
+    /// once the change is in the store.
+    fn forget_known_tokens(&self) {
+        let mut known = self.known.lock().expect("not poisoned");
+        known.generation += 1;
+        known.tokens.clear();
+    }
+
+    fn authenticate_in_store(&self, hash: &[u8; 32]) -> Result<(Principal, i64), AuthError> {
+        let token_id = self.store.token_hashes.get_id(hash)?.ok_or(AuthError::InvalidToken)?;
         let record: TokenRecord = self.store.tokens.get(&id_key(token_id))?.ok_or(AuthError::InvalidToken)?;
         if record.revoked || (record.expire_millis != 0 && record.expire_millis <= now_millis()) {
             return Err(AuthError::InvalidToken);
@@ -126,7 +173,7 @@ impl Auth {
             return Err(AuthError::InvalidToken);
         }
         let role = Role::from_number(user.role).ok_or(AuthError::InvalidToken)?;
-        Ok(Principal { user_id: user.id, user_name: user.name, role, token_id })
+        Ok((Principal { user_id: user.id, user_name: user.name, role, token_id }, record.expire_millis))
     }
 
     /// Checks that `principal` may call `method` (a full gRPC path such as
@@ -263,6 +310,7 @@ impl Auth {
         let mut user = self.user(user_id)?;
         user.disabled = disabled;
         self.store.users.put(&id_key(user_id), &user)?;
+        self.forget_known_tokens();
         Ok(user)
     }
 
@@ -283,6 +331,7 @@ impl Auth {
             self.store.tokens.get(&id_key(token_id))?.ok_or(AuthError::TokenNotFound(token_id))?;
         token.revoked = true;
         self.store.tokens.put(&id_key(token_id), &token)?;
+        self.forget_known_tokens();
         Ok(token)
     }
 }
@@ -347,6 +396,18 @@ mod tests {
         auth.store.tokens.put(&id_key(record.id), &record).unwrap();
         assert!(matches!(auth.authenticate(&short.secret), Err(AuthError::InvalidToken)));
         assert!(matches!(auth.authenticate("fsm_nonsense"), Err(AuthError::InvalidToken)));
+        auth.set_user_disabled(user.id, false).unwrap();
+        assert!(auth.authenticate(&second.secret).is_ok(), "enabled again");
+    }
+
+    #[test]
+    fn a_checked_token_still_expires() {
+        let (_dir, auth) = auth();
+        let (_, token) = auth.create_user("brief", Role::Service, 1).unwrap();
+        assert!(auth.authenticate(&token.secret).is_ok());
+        assert!(auth.authenticate(&token.secret).is_ok(), "answered from the known tokens");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert!(matches!(auth.authenticate(&token.secret), Err(AuthError::InvalidToken)));
     }
 
     #[test]

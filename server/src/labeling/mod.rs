@@ -116,6 +116,8 @@ struct Lease {
 #[derive(Debug, Default)]
 struct Slot {
     batch_id: u64,
+    /// The pair's two images, so that handing it out needs no store read.
+    images: (u64, u64),
     /// Counted votes: (annotator, choice).
     votes: Vec<(u64, i32)>,
     leases: Vec<u64>,
@@ -284,7 +286,7 @@ impl State {
             } else if pair.state == PAIR_PENDING {
                 let votes = store.votes_of_pair(pair.id)?;
                 let counted = votes.into_iter().filter(|v| v.counted).map(|v| (v.annotator_id, v.choice)).collect();
-                state.add_slot(pair.id, pair.batch_id, counted);
+                state.add_slot(&pair, counted);
             }
         }
         for annotator in store.annotators()? {
@@ -304,11 +306,10 @@ impl State {
         }
     }
 
-    fn add_slot(&mut self, pair: u64, batch: u64, votes: Vec<(u64, i32)>) {
-        if votes.len() < VOTES_PER_PAIR
-            && self.slots.insert(pair, Slot { batch_id: batch, votes, leases: vec![] }).is_none()
-        {
-            *self.batch_pending.entry(batch).or_default() += 1;
+    fn add_slot(&mut self, pair: &PairRecord, votes: Vec<(u64, i32)>) {
+        let slot = Slot { batch_id: pair.batch_id, images: (pair.image_a, pair.image_b), votes, leases: vec![] };
+        if slot.votes.len() < VOTES_PER_PAIR && self.slots.insert(pair.id, slot).is_none() {
+            *self.batch_pending.entry(pair.batch_id).or_default() += 1;
         }
     }
 
@@ -390,7 +391,7 @@ impl Labeling {
         for (batch, open, pairs) in fresh {
             state.batch_open.insert(batch, open);
             for pair in pairs.into_iter().filter(|p| p.state == PAIR_PENDING) {
-                state.add_slot(pair.id, batch, Vec::new());
+                state.add_slot(&pair, Vec::new());
             }
         }
         Ok(())
@@ -421,7 +422,7 @@ impl Labeling {
         if batch_filter != 0 && self.store.batch(batch_filter)?.is_none() {
             return Err(LabelingError::BatchNotFound(batch_filter));
         }
-        let lease = {
+        let (lease, images, remaining) = {
             let mut state = self.lock();
             if state.disabled.contains(&user_id) {
                 return Err(LabelingError::Disabled);
@@ -431,7 +432,7 @@ impl Labeling {
             }
             state.expire(self.config.lease);
             let held = state.user_leases.get(&user_id).cloned().unwrap_or_default();
-            if held.len() >= self.config.max_leases_per_annotator.max(1) {
+            let lease = if held.len() >= self.config.max_leases_per_annotator.max(1) {
                 state.leases[&held[0]].clone()
             } else {
                 match self.pick(&state, user_id, batch_filter, &held) {
@@ -455,16 +456,26 @@ impl Labeling {
                     }
                     None => return Ok(None),
                 }
+            };
+            let images = state.slots.get(&lease.pair_id).map(|slot| slot.images);
+            let remaining = state.batch_pending.get(&lease.batch_id).copied().unwrap_or(0);
+            (lease, images, remaining)
+        };
+        let (image_a, image_b) = match images {
+            Some(images) => images,
+            // Gold pairs have no slot.
+            None => {
+                let pair = self.store.pair(lease.pair_id)?;
+                let pair = pair.ok_or(StoreError::Missing { tree: "pairs", id: lease.pair_id })?;
+                (pair.image_a, pair.image_b)
             }
         };
-        let pair = self.store.pair(lease.pair_id)?.ok_or(StoreError::Missing { tree: "pairs", id: lease.pair_id })?;
-        let remaining = self.lock().batch_pending.get(&lease.batch_id).copied().unwrap_or(0);
         Ok(Some(Task {
             lease_id: lease.id,
             pair_id: lease.pair_id,
             batch_id: lease.batch_id,
-            face_a: self.face_jpeg(pair.image_a)?,
-            face_b: self.face_jpeg(pair.image_b)?,
+            face_a: self.face_jpeg(image_a)?,
+            face_b: self.face_jpeg(image_b)?,
             lease_millis: lease.issued_millis,
             expire_millis: lease.issued_millis + self.config.lease.as_millis() as i64,
             remaining_in_batch: remaining,
@@ -706,7 +717,7 @@ impl Labeling {
                         votes.into_iter().filter(|v| v.counted).map(|v| (v.annotator_id, v.choice)).collect();
                     match state.slots.get_mut(&pair.id) {
                         Some(slot) => slot.votes = counted,
-                        None => state.add_slot(pair.id, pair.batch_id, counted),
+                        None => state.add_slot(&pair, counted),
                     }
                 }
             }
