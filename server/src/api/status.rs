@@ -147,10 +147,6 @@ pub fn from_labeling(error: LabelingError) -> Status {
         | LabelingError::NoInstructions
         | LabelingError::NotAnnotator(_) => Status::failed_precondition(message),
         LabelingError::InvalidRequest(_) => Status::invalid_argument(message),
-        LabelingError::Encode { .. } => {
-            tracing::error!(%message, "face encoding failed");
-            Status::internal(message)
-        }
         LabelingError::Dataset(e) => from_dataset(e),
         LabelingError::Store(e) => from_store(e),
     }

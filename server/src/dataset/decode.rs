@@ -175,10 +175,14 @@ pub fn decode_face_png(face_png: &[u8]) -> Result<RgbImage, DecodeError> {
 
 /// A `size`x`size` JPEG thumbnail of a (square) face crop.
 pub fn thumbnail_jpeg(face: &RgbImage, size: u32) -> Vec<u8> {
-    let thumb = image::imageops::resize(face, size, size, FilterType::Triangle);
+    encode_jpeg(&image::imageops::resize(face, size, size, FilterType::Triangle), 85)
+}
+
+/// An RGB image as JPEG of the given quality (1-100).
+pub fn encode_jpeg(image: &RgbImage, quality: u8) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
-        .encode_image(&thumb)
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
+        .encode_image(image)
         .expect("encoding JPEG into memory cannot fail");
     out.into_inner()
 }

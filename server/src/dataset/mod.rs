@@ -8,8 +8,8 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 pub use decode::{
-    decode_face_png, decode_limited, encode_png, face_crop, thumbnail_jpeg, DecodeError, DecodeLimits, Format,
-    FACE_SIZE,
+    decode_face_png, decode_limited, encode_jpeg, encode_png, face_crop, thumbnail_jpeg, DecodeError, DecodeLimits,
+    Format, FACE_SIZE,
 };
 
 use crate::store::{

@@ -82,8 +82,6 @@ pub enum LabelingError {
     NotAnnotator(u64),
     #[error("no instructions yet: a researcher sets them with `facesim labeling instructions set`")]
     NoInstructions,
-    #[error("cannot encode the face of image {image_id} for annotators: {message}")]
-    Encode { image_id: u64, message: String },
     #[error(transparent)]
     Dataset(DatasetError),
     #[error(transparent)]
@@ -361,12 +359,7 @@ impl Labeling {
         if let Some(jpeg) = self.faces.lock().expect("not poisoned").get(&image_id) {
             return Ok(jpeg.clone());
         }
-        let face = self.datasets.face(image_id)?;
-        let mut out = std::io::Cursor::new(Vec::new());
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, FACE_QUALITY)
-            .encode_image(&face)
-            .map_err(|e| LabelingError::Encode { image_id, message: e.to_string() })?;
-        let jpeg = Arc::new(out.into_inner());
+        let jpeg = Arc::new(crate::dataset::encode_jpeg(&self.datasets.face(image_id)?, FACE_QUALITY));
         let mut cache = self.faces.lock().expect("not poisoned");
         if cache.len() >= FACE_CACHE {
             cache.clear();
