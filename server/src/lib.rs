@@ -13,6 +13,7 @@ pub mod proposal;
 pub mod ranking;
 pub mod state;
 pub mod store;
+pub mod training;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -83,7 +84,7 @@ pub async fn serve(
         tracing::warn!(interrupted, "jobs that ran when the server last stopped are marked interrupted");
     }
     let device = descriptor::default_device();
-    let descriptor = Arc::new(descriptor::Descriptor::load(device)?);
+    let descriptor = Arc::new(descriptor::Descriptor::load(device.clone())?);
     tracing::info!(device = %descriptor::device_name(descriptor.device()), "face descriptor loaded");
     let embedder = descriptor::Embedder::new(store.clone(), datasets.clone(), jobs.clone(), descriptor.clone());
     // Embeddings missing after a crash or the demo import are computed in the background.
@@ -103,6 +104,10 @@ pub async fn serve(
         config.max_proposal_pairs,
     );
 
+    let training =
+        training::Training::new(store.clone(), datasets.clone(), jobs.clone(), config.data_dir.join("models"), device);
+    let registry = models::Registry::new(store.clone());
+
     let addr = listener.local_addr()?;
     let state = Arc::new(state::AppState {
         config,
@@ -114,6 +119,8 @@ pub async fn serve(
         ranking,
         proposals,
         labeling,
+        training,
+        registry,
     });
     on_started(Started { addr, new_admin_token });
     let served = api::run(state.clone(), listener, shutdown).await;

@@ -6,9 +6,11 @@ use crate::dataset::Datasets;
 use crate::descriptor::Embedder;
 use crate::jobs::Jobs;
 use crate::labeling::Labeling;
+use crate::models::Registry;
 use crate::proposal::Proposals;
 use crate::ranking::Ranking;
 use crate::store::Store;
+use crate::training::Training;
 
 pub struct AppState {
     pub config: Config,
@@ -20,4 +22,6 @@ pub struct AppState {
     pub ranking: Ranking,
     pub proposals: Proposals,
     pub labeling: Labeling,
+    pub training: Training,
+    pub registry: Registry,
 }

@@ -25,8 +25,21 @@ impl JobApi {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
 
+/// A job's event; training jobs that finished an epoch carry its figures.
 fn event(job: &JobRecord) -> Result<pb::JobEvent, Status> {
-    Ok(pb::JobEvent { job: Some(convert::job(job)), training: None })
+    let metric = |name: &str| job.metrics.get(name).copied();
+    let training = (job.kind == pb::JobKind::Training as i32).then(|| metric("epoch")).flatten().map(|epoch| {
+        pb::TrainingProgress {
+            epoch: epoch as u32,
+            epochs: metric("epochs").unwrap_or(0.0) as u32,
+            train_loss: metric("train_loss").unwrap_or(0.0),
+            validation_loss: metric("validation_loss").unwrap_or(0.0),
+            validation_auc: metric("validation_auc").unwrap_or(0.0),
+            pairs_per_second: metric("pairs_per_second").unwrap_or(0.0),
+            eta_seconds: metric("eta_seconds").unwrap_or(0.0),
+        }
+    });
+    Ok(pb::JobEvent { job: Some(convert::job(job)), training })
 }
 
 #[tonic::async_trait]

@@ -7,10 +7,10 @@ mod convert;
 mod dataset;
 mod jobs;
 mod labeling;
-mod pending;
 mod proposal;
 mod ranking;
 mod status;
+mod training;
 mod ui;
 
 use std::future::Future;
@@ -71,7 +71,6 @@ pub async fn run(
         .build_v1alpha()?;
 
     let limit = state.config.message_limit();
-    let pending = pending::Pending;
     let draining = {
         let health = health.clone();
         async move {
@@ -99,8 +98,8 @@ pub async fn run(
         .add_service(limited!(JobServiceServer, jobs::JobApi::new(state.clone()), limit))
         .add_service(limited!(ProposalServiceServer, proposal::ProposalApi::new(state.clone()), limit))
         .add_service(limited!(LabelingServiceServer, labeling::LabelingApi::new(state.clone()), limit))
-        .add_service(limited!(TrainingServiceServer, pending, limit))
-        .add_service(limited!(ModelServiceServer, pending, limit))
+        .add_service(limited!(TrainingServiceServer, training::TrainingApi::new(state.clone()), limit))
+        .add_service(limited!(ModelServiceServer, training::ModelApi::new(state.clone()), limit))
         .add_service(limited!(RankingServiceServer, ranking::RankingApi::new(state.clone()), limit))
         // Small responses (a vote's answer) must not wait for the client's delayed ACK.
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), draining)

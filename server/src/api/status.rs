@@ -7,9 +7,11 @@ use crate::dataset::DatasetError;
 use crate::descriptor::DescriptorError;
 use crate::jobs::JobError;
 use crate::labeling::LabelingError;
+use crate::models::RegistryError;
 use crate::proposal::ProposalError;
 use crate::ranking::RankingError;
 use crate::store::StoreError;
+use crate::training::TrainingError;
 
 pub fn from_store(error: StoreError) -> Status {
     tracing::error!(%error, "storage failure");
@@ -155,5 +157,39 @@ pub fn from_labeling(error: LabelingError) -> Status {
 impl From<LabelingError> for Status {
     fn from(error: LabelingError) -> Self {
         from_labeling(error)
+    }
+}
+
+pub fn from_training(error: TrainingError) -> Status {
+    let message = error.to_string();
+    match error {
+        TrainingError::Invalid(_) => Status::invalid_argument(message),
+        TrainingError::NotFound(_) => Status::not_found(message),
+        TrainingError::NotEnoughPairs(_)
+        | TrainingError::MissingEmbeddings(_)
+        | TrainingError::DeviceUnavailable(_)
+        | TrainingError::Diverged(_) => Status::failed_precondition(message),
+        TrainingError::Tensor(_) | TrainingError::Io(_) => {
+            tracing::error!(%message, "training failure");
+            Status::internal(message)
+        }
+        TrainingError::Dataset(e) => from_dataset(e),
+        TrainingError::Jobs(e) => from_jobs(e),
+        TrainingError::Store(e) => from_store(e),
+    }
+}
+
+impl From<TrainingError> for Status {
+    fn from(error: TrainingError) -> Self {
+        from_training(error)
+    }
+}
+
+impl From<RegistryError> for Status {
+    fn from(error: RegistryError) -> Self {
+        match error {
+            RegistryError::NotFound(_) => Status::not_found(error.to_string()),
+            RegistryError::Store(e) => from_store(e),
+        }
     }
 }

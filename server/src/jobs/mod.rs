@@ -261,6 +261,25 @@ impl JobHandle {
         })
     }
 
+    /// Reports progress and named figures in one update, kept on disk too.
+    pub fn report(
+        &self,
+        done: u64,
+        total: u64,
+        message: impl Into<String>,
+        metrics: &[(&str, f64)],
+    ) -> Result<(), JobError> {
+        let message = message.into();
+        self.jobs.update(self.id, true, |job| {
+            job.done = done;
+            job.total = total;
+            job.message = message;
+            for (name, value) in metrics {
+                job.metrics.insert(name.to_string(), *value);
+            }
+        })
+    }
+
     pub fn set_metric(&self, name: &str, value: f64) -> Result<(), JobError> {
         self.jobs.update(self.id, false, |job| {
             job.metrics.insert(name.to_string(), value);

@@ -1,14 +1,15 @@
-//! Which embedding models exist. Today that is the pretrained descriptor only; trained models
-//! join through the registry that training fills.
+//! The model registry: the pretrained descriptor (built in) and the models training stored;
+//! which one is active for ranking.
 
 use crate::descriptor;
+use crate::store::{ModelRecord, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown model {0:?}; the available model is \"descriptor/v1\"")]
 pub struct UnknownModel(pub String);
 
-/// The id of the model a request names: empty means the active model, which is the descriptor
-/// until a trained model is activated.
+/// The id of the model a request names for embedding-based work (proposal, comparison): empty
+/// means the descriptor. Trained models serve these once ranking builds their embeddings.
 pub fn resolve(requested: &str) -> Result<String, UnknownModel> {
     match requested {
         "" | descriptor::MODEL_ID => Ok(descriptor::MODEL_ID.to_string()),
@@ -21,5 +22,65 @@ pub fn dim(model_id: &str) -> Result<usize, UnknownModel> {
     match model_id {
         descriptor::MODEL_ID => Ok(descriptor::DIM),
         other => Err(UnknownModel(other.to_string())),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("no model {0:?}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A registry entry: a trained model's record, or `None` for the built-in descriptor.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: String,
+    pub record: Option<ModelRecord>,
+    pub active: bool,
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    store: Store,
+}
+
+impl Registry {
+    pub fn new(store: Store) -> Self {
+        Registry { store }
+    }
+
+    /// The active model's id: the descriptor until another model is activated.
+    pub fn active_id(&self) -> Result<String, RegistryError> {
+        Ok(self.store.active_model()?.unwrap_or_else(|| descriptor::MODEL_ID.to_string()))
+    }
+
+    pub fn get(&self, id: &str) -> Result<Entry, RegistryError> {
+        let active = self.active_id()? == id;
+        if id == descriptor::MODEL_ID {
+            return Ok(Entry { id: id.to_string(), record: None, active });
+        }
+        let record = self.store.model(id)?.ok_or_else(|| RegistryError::NotFound(id.to_string()))?;
+        Ok(Entry { id: id.to_string(), record: Some(record), active })
+    }
+
+    /// The descriptor, then trained models oldest first.
+    pub fn list(&self) -> Result<Vec<Entry>, RegistryError> {
+        let active = self.active_id()?;
+        let mut out =
+            vec![Entry { id: descriptor::MODEL_ID.into(), record: None, active: active == descriptor::MODEL_ID }];
+        for record in self.store.models_by_creation()? {
+            out.push(Entry { id: record.id.clone(), active: active == record.id, record: Some(record) });
+        }
+        Ok(out)
+    }
+
+    /// Makes `id` the active model (kept on disk). Ranking's index follows it.
+    pub fn activate(&self, id: &str) -> Result<Entry, RegistryError> {
+        self.get(id)?;
+        self.store.set_active_model(id)?;
+        tracing::info!(model = id, "model activated");
+        self.get(id)
     }
 }

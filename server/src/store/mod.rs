@@ -5,6 +5,7 @@ mod commit;
 mod embeddings;
 mod images;
 mod labels;
+mod models;
 mod pairs;
 mod records;
 mod users;
@@ -17,8 +18,9 @@ pub use labels::{VoteEffect, PAIR_LABELED};
 pub use pairs::{NewPair, NewProposal, StoredProposal, BATCH_CLOSED, BATCH_OPEN, PAIR_PENDING};
 use prost::Message;
 pub use records::{
-    AnnotatorRecord, BatchRecord, ExampleRecord, IdentityRecord, ImageRecord, InstructionsRecord, JobRecord,
-    LabelRecord, PairRecord, TokenRecord, UserRecord, VoteRecord,
+    AnnotatorRecord, BatchRecord, EpochRecord, EvaluationRecord, ExampleRecord, IdentityRecord, ImageRecord,
+    InstructionsRecord, JobRecord, LabelRecord, ModelRecord, PairRecord, PairSetRecord, ScoresRecord, TokenRecord,
+    UserRecord, VoteRecord,
 };
 pub use users::UserInsert;
 
@@ -118,8 +120,10 @@ pub struct Store {
     pub labels: Tree,
     /// `job id` → job record (filled by background jobs).
     pub jobs: Tree,
-    /// `model id` → model record (filled by training and the model registry).
+    /// `model id` → [`ModelRecord`] (trained models; the descriptor is built in).
     pub models: Tree,
+    /// `evaluation id` → [`EvaluationRecord`].
+    pub evaluations: Tree,
 }
 
 impl Store {
@@ -172,6 +176,7 @@ impl Store {
             labels: open("labels")?,
             jobs: open("jobs")?,
             models: open("models")?,
+            evaluations: open("evaluations")?,
             db,
         };
         store.check_schema()?;

@@ -246,3 +246,132 @@ pub struct InstructionsRecord {
     #[prost(message, repeated, tag = "3")]
     pub dissimilar: Vec<ExampleRecord>,
 }
+
+/// How one model scored on one pair set (see the API's `ModelScores`). Scores are distances:
+/// smaller means "similar".
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ScoresRecord {
+    #[prost(string, tag = "1")]
+    pub model_id: String,
+    #[prost(double, tag = "2")]
+    pub roc_auc: f64,
+    #[prost(double, tag = "3")]
+    pub mcc: f64,
+    #[prost(double, tag = "4")]
+    pub threshold: f64,
+    #[prost(double, tag = "5")]
+    pub accuracy: f64,
+    /// ROC points, interleaved: false positive rate, true positive rate, threshold.
+    #[prost(float, repeated, tag = "6")]
+    pub roc: Vec<f32>,
+}
+
+/// One epoch of a training run.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EpochRecord {
+    #[prost(uint32, tag = "1")]
+    pub epoch: u32,
+    #[prost(double, tag = "2")]
+    pub train_loss: f64,
+    #[prost(double, tag = "3")]
+    pub validation_loss: f64,
+    #[prost(double, tag = "4")]
+    pub validation_auc: f64,
+    #[prost(double, tag = "5")]
+    pub pairs_per_second: f64,
+}
+
+/// The exact pairs a model was trained and evaluated on, as parallel lists: the images, the
+/// target (1 similar, 0 dissimilar, in between for soft labels), the split (0 train,
+/// 1 validation, 2 test) and the labelled pair's id (0 for pairs from a pair list).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PairSetRecord {
+    #[prost(uint64, repeated, tag = "1")]
+    pub image_a: Vec<u64>,
+    #[prost(uint64, repeated, tag = "2")]
+    pub image_b: Vec<u64>,
+    #[prost(float, repeated, tag = "3")]
+    pub target: Vec<f32>,
+    #[prost(uint32, repeated, tag = "4")]
+    pub split: Vec<u32>,
+    #[prost(uint64, repeated, tag = "5")]
+    pub pair_id: Vec<u64>,
+}
+
+/// A trained model in the registry. Its weights are the safetensors file `weights_path`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ModelRecord {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    /// The architecture's number, as in the API's `Architecture`.
+    #[prost(int32, tag = "3")]
+    pub architecture: i32,
+    /// The loss's number, as in the API's `LossFunction`.
+    #[prost(int32, tag = "4")]
+    pub loss: i32,
+    #[prost(uint32, tag = "5")]
+    pub embedding_dim: u32,
+    /// The metric's number, as in the API's `DistanceMetric`.
+    #[prost(int32, tag = "6")]
+    pub metric: i32,
+    /// Distance at or below which the model calls a pair similar (chosen on validation).
+    #[prost(float, tag = "7")]
+    pub threshold: f32,
+    #[prost(uint64, tag = "8")]
+    pub training_job_id: u64,
+    #[prost(uint64, repeated, tag = "9")]
+    pub batch_ids: Vec<u64>,
+    #[prost(uint64, tag = "10")]
+    pub label_count: u64,
+    /// On the test split.
+    #[prost(message, optional, tag = "11")]
+    pub scores: Option<ScoresRecord>,
+    /// The pretrained descriptor on the same test pairs.
+    #[prost(message, optional, tag = "12")]
+    pub baseline: Option<ScoresRecord>,
+    #[prost(int64, tag = "13")]
+    pub create_millis: i64,
+    /// The hyper-parameters used, defaults filled in, as JSON.
+    #[prost(string, tag = "14")]
+    pub hyperparameters_json: String,
+    #[prost(message, repeated, tag = "15")]
+    pub history: Vec<EpochRecord>,
+    #[prost(message, optional, tag = "16")]
+    pub pairs: Option<PairSetRecord>,
+    #[prost(string, tag = "17")]
+    pub weights_path: String,
+    /// Length of the input features (GAML: the descriptor's dimension; CNN: 0).
+    #[prost(uint32, tag = "18")]
+    pub input_dim: u32,
+    #[prost(string, tag = "19")]
+    pub device: String,
+    /// Where the pairs came from, for people ("labels of batches 1, 2 (3-0 only)", "pair list …").
+    #[prost(string, tag = "20")]
+    pub data_source: String,
+    #[prost(uint64, tag = "21")]
+    pub evaluation_id: u64,
+    /// The epoch whose weights were kept (best validation AUC).
+    #[prost(uint32, tag = "22")]
+    pub best_epoch: u32,
+}
+
+/// An evaluation of a model on a pair set, next to the pretrained descriptor.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EvaluationRecord {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(string, tag = "2")]
+    pub model_id: String,
+    #[prost(uint64, tag = "3")]
+    pub job_id: u64,
+    #[prost(uint64, tag = "4")]
+    pub test_pairs: u64,
+    #[prost(message, optional, tag = "5")]
+    pub scores: Option<ScoresRecord>,
+    #[prost(message, optional, tag = "6")]
+    pub baseline: Option<ScoresRecord>,
+    #[prost(int64, tag = "7")]
+    pub create_millis: i64,
+}

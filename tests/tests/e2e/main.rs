@@ -9,4 +9,5 @@ mod paging;
 mod proposal;
 mod python_client;
 mod restart;
+mod training;
 mod transport;

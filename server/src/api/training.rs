@@ -1,0 +1,342 @@
+//! TrainingService (training and evaluation jobs) and ModelService (the registry).
+
+use std::sync::Arc;
+
+use facesim_proto::v1::{self as pb, model_service_server::ModelService, training_service_server::TrainingService};
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use super::convert::{self, principal, required_id};
+use super::status::from_join;
+use crate::models::Entry;
+use crate::state::AppState;
+use crate::store::{EvaluationRecord, ScoresRecord};
+use crate::training::{
+    Architecture, DataSource, HyperparameterOverrides, Hyperparameters, LabelQuery, LossKind, OptimizerKind,
+    TrainRequest, TEST, TRAIN, VALIDATION,
+};
+use crate::{descriptor, ranking};
+
+pub struct TrainingApi {
+    state: Arc<AppState>,
+}
+
+impl TrainingApi {
+    pub fn new(state: Arc<AppState>) -> Self {
+        TrainingApi { state }
+    }
+}
+
+fn data_source(labels: Option<pb::LabelSource>, pair_list: Option<pb::PairListSource>) -> Result<DataSource, Status> {
+    match (labels, pair_list) {
+        (Some(l), None) => Ok(DataSource::Labels(LabelQuery {
+            batch_ids: l.batch_ids,
+            unanimous_only: l.unanimous_only,
+            soft_labels: l.soft_labels,
+        })),
+        (None, Some(p)) => {
+            if p.dataset.is_empty() {
+                return Err(Status::invalid_argument("pair_list.dataset must name the dataset the pairs refer to"));
+            }
+            Ok(DataSource::PairList { dataset: p.dataset, text: p.pairs_text })
+        }
+        _ => Err(Status::invalid_argument("set the data: `labels` (crowd labels) or `pair_list` (a pairs file)")),
+    }
+}
+
+fn overrides(h: Option<pb::Hyperparameters>) -> Result<HyperparameterOverrides, Status> {
+    let h = h.unwrap_or_default();
+    for (name, value) in [
+        ("learning_rate", h.learning_rate),
+        ("momentum", h.momentum),
+        ("margin", h.margin),
+        ("alpha", h.alpha),
+        ("beta", h.beta),
+        ("lambda", h.lambda),
+        ("epsilon", h.epsilon),
+    ] {
+        if !value.is_finite() || value < 0.0 {
+            return Err(Status::invalid_argument(format!(
+                "hyperparameters.{name} must be a finite number >= 0 (0 = default), got {value}"
+            )));
+        }
+    }
+    Ok(HyperparameterOverrides {
+        epochs: h.epochs,
+        batch_size: h.batch_size,
+        learning_rate: h.learning_rate,
+        momentum: h.momentum,
+        margin: h.margin,
+        alpha: h.alpha,
+        beta: h.beta,
+        lambda: h.lambda,
+        epsilon: h.epsilon,
+        seed: h.seed,
+    })
+}
+
+fn scores(record: &ScoresRecord) -> pb::ModelScores {
+    pb::ModelScores {
+        model_id: record.model_id.clone(),
+        roc_auc: record.roc_auc,
+        mcc: record.mcc,
+        threshold: record.threshold,
+        accuracy: record.accuracy,
+        roc: record
+            .roc
+            .chunks_exact(3)
+            .map(|p| pb::RocPoint { false_positive_rate: p[0], true_positive_rate: p[1], threshold: p[2] })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn evaluation(record: &EvaluationRecord) -> pb::Evaluation {
+    pb::Evaluation {
+        id: record.id,
+        model_id: record.model_id.clone(),
+        job_id: record.job_id,
+        test_pairs: record.test_pairs,
+        scores: record.scores.as_ref().map(scores),
+        baseline: record.baseline.as_ref().map(scores),
+        create_time: convert::timestamp(record.create_millis),
+        roc_png: Vec::new(),
+        loss_png: Vec::new(),
+    }
+}
+
+fn hyperparameters(h: &Hyperparameters) -> pb::Hyperparameters {
+    pb::Hyperparameters {
+        epochs: h.epochs,
+        batch_size: h.batch_size,
+        learning_rate: h.learning_rate,
+        momentum: h.momentum,
+        margin: h.margin,
+        alpha: h.alpha,
+        beta: h.beta,
+        lambda: h.lambda,
+        epsilon: h.epsilon,
+        seed: h.seed,
+    }
+}
+
+fn model(entry: &Entry) -> pb::Model {
+    let state = if entry.active { pb::ModelState::Active } else { pb::ModelState::Ready } as i32;
+    let Some(r) = &entry.record else {
+        return pb::Model {
+            id: entry.id.clone(),
+            name: "pretrained face descriptor (face-api ResNet, 128-d)".into(),
+            state,
+            embedding_dim: descriptor::DIM as u32,
+            metric: pb::DistanceMetric::Euclidean as i32,
+            threshold: ranking::DESCRIPTOR_THRESHOLD,
+            ..Default::default()
+        };
+    };
+    let hyper: Option<Hyperparameters> = serde_json::from_str(&r.hyperparameters_json).ok();
+    let split_ids = |part: u32| -> Vec<u64> {
+        r.pairs
+            .as_ref()
+            .map(|p| {
+                p.pair_id.iter().zip(&p.split).filter(|(id, s)| **s == part && **id != 0).map(|(id, _)| *id).collect()
+            })
+            .unwrap_or_default()
+    };
+    let epochs = hyper.as_ref().map(|h| h.epochs).unwrap_or(0);
+    pb::Model {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        architecture: r.architecture,
+        loss: r.loss,
+        state,
+        embedding_dim: r.embedding_dim,
+        metric: r.metric,
+        threshold: r.threshold,
+        training_job_id: r.training_job_id,
+        batch_ids: r.batch_ids.clone(),
+        label_count: r.label_count,
+        scores: r.scores.as_ref().map(scores),
+        create_time: convert::timestamp(r.create_millis),
+        hyperparameters: hyper.as_ref().map(hyperparameters),
+        history: r
+            .history
+            .iter()
+            .map(|e| pb::TrainingProgress {
+                epoch: e.epoch,
+                epochs,
+                train_loss: e.train_loss,
+                validation_loss: e.validation_loss,
+                validation_auc: e.validation_auc,
+                pairs_per_second: e.pairs_per_second,
+                eta_seconds: 0.0,
+            })
+            .collect(),
+        baseline: r.baseline.as_ref().map(scores),
+        evaluation_id: r.evaluation_id,
+        data_source: r.data_source.clone(),
+        device: r.device.clone(),
+        best_epoch: r.best_epoch,
+        optimizer: match hyper.map(|h| h.optimizer) {
+            Some(OptimizerKind::SgdMomentum) => "sgd-momentum".into(),
+            Some(OptimizerKind::Adam) => "adam".into(),
+            None => String::new(),
+        },
+        train_pair_ids: split_ids(TRAIN),
+        validation_pair_ids: split_ids(VALIDATION),
+        test_pair_ids: split_ids(TEST),
+    }
+}
+
+/// Runs blocking domain work (store scans, file reads) off the async runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Status> + Send + 'static) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f).await.map_err(from_join)?
+}
+
+#[tonic::async_trait]
+impl TrainingService for TrainingApi {
+    #[instrument(skip_all)]
+    async fn start_training(&self, request: Request<pb::StartTrainingRequest>) -> Result<Response<pb::Job>, Status> {
+        let caller = principal(&request)?;
+        let req = request.into_inner();
+        let architecture = match pb::Architecture::try_from(req.architecture) {
+            Ok(pb::Architecture::Unspecified) => {
+                return Err(Status::invalid_argument("architecture must be set: SIAMESE_CNN or SIAMESE_GAML"))
+            }
+            Ok(a) => Architecture::from_number(a as i32).expect("the enums match"),
+            Err(_) => return Err(Status::invalid_argument(format!("unknown architecture {}", req.architecture))),
+        };
+        let loss = match pb::LossFunction::try_from(req.loss) {
+            Ok(pb::LossFunction::Unspecified) => None,
+            Ok(l) => Some(LossKind::from_number(l as i32).expect("the enums match")),
+            Err(_) => return Err(Status::invalid_argument(format!("unknown loss function {}", req.loss))),
+        };
+        let data = match req.data {
+            Some(pb::start_training_request::Data::Labels(l)) => data_source(Some(l), None)?,
+            Some(pb::start_training_request::Data::PairList(p)) => data_source(None, Some(p))?,
+            None => data_source(None, None)?,
+        };
+        let request = TrainRequest {
+            architecture,
+            loss,
+            data,
+            overrides: overrides(req.hyperparameters)?,
+            device: req.device,
+            name: req.name,
+            split: req.split,
+        };
+        let state = self.state.clone();
+        let job = blocking(move || {
+            let id = state.training.start_training(request, caller.user_id)?;
+            Ok(convert::job(&state.jobs.get(id)?))
+        })
+        .await?;
+        Ok(Response::new(job))
+    }
+
+    #[instrument(skip_all)]
+    async fn start_evaluation(
+        &self,
+        request: Request<pb::StartEvaluationRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let caller = principal(&request)?;
+        let req = request.into_inner();
+        let data = match req.data {
+            Some(pb::start_evaluation_request::Data::Labels(l)) => data_source(Some(l), None)?,
+            Some(pb::start_evaluation_request::Data::PairList(p)) => data_source(None, Some(p))?,
+            None => data_source(None, None)?,
+        };
+        let state = self.state.clone();
+        let job = blocking(move || {
+            let id = state.training.start_evaluation(&req.model_id, data, caller.user_id)?;
+            Ok(convert::job(&state.jobs.get(id)?))
+        })
+        .await?;
+        Ok(Response::new(job))
+    }
+
+    #[instrument(skip_all, fields(evaluation_id = request.get_ref().evaluation_id))]
+    async fn get_evaluation(
+        &self,
+        request: Request<pb::GetEvaluationRequest>,
+    ) -> Result<Response<pb::Evaluation>, Status> {
+        let id = required_id(request.get_ref().evaluation_id, "evaluation_id")?;
+        Ok(Response::new(evaluation(&self.state.training.evaluation(id)?)))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_evaluations(
+        &self,
+        request: Request<pb::ListEvaluationsRequest>,
+    ) -> Result<Response<pb::ListEvaluationsResponse>, Status> {
+        let req = request.into_inner();
+        let size = convert::page_size(req.page_size)?;
+        let start = convert::decode_page_token(&req.page_token)?;
+        let (page, next) = self.state.training.evaluations_page(&req.model_id, start, size)?;
+        Ok(Response::new(pb::ListEvaluationsResponse {
+            evaluations: page.iter().map(evaluation).collect(),
+            next_page_token: convert::encode_page_token(next),
+        }))
+    }
+}
+
+pub struct ModelApi {
+    state: Arc<AppState>,
+}
+
+impl ModelApi {
+    pub fn new(state: Arc<AppState>) -> Self {
+        ModelApi { state }
+    }
+}
+
+fn model_id(id: &str) -> Result<&str, Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument("model_id must be set, e.g. \"descriptor/v1\" or \"gaml/3\""));
+    }
+    Ok(id)
+}
+
+#[tonic::async_trait]
+impl ModelService for ModelApi {
+    #[instrument(skip_all)]
+    async fn list_models(
+        &self,
+        request: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let req = request.into_inner();
+        let size = convert::page_size(req.page_size)?;
+        // The token is the position in the registry's order (descriptor first, then by age).
+        let start = convert::decode_page_token(&req.page_token)? as usize;
+        let registry = self.state.registry.clone();
+        let entries = blocking(move || Ok(registry.list()?)).await?;
+        let end = (start + size).min(entries.len());
+        let next = (end < entries.len()).then_some(end as u64);
+        Ok(Response::new(pb::ListModelsResponse {
+            models: entries.get(start.min(end)..end).unwrap_or_default().iter().map(model).collect(),
+            next_page_token: convert::encode_page_token(next),
+        }))
+    }
+
+    #[instrument(skip_all, fields(model_id = %request.get_ref().model_id))]
+    async fn get_model(&self, request: Request<pb::GetModelRequest>) -> Result<Response<pb::Model>, Status> {
+        let id = model_id(&request.get_ref().model_id)?.to_string();
+        let registry = self.state.registry.clone();
+        Ok(Response::new(model(&blocking(move || Ok(registry.get(&id)?)).await?)))
+    }
+
+    #[instrument(skip_all)]
+    async fn get_active_model(
+        &self,
+        _request: Request<pb::GetActiveModelRequest>,
+    ) -> Result<Response<pb::Model>, Status> {
+        let registry = self.state.registry.clone();
+        Ok(Response::new(model(&blocking(move || Ok(registry.get(&registry.active_id()?)?)).await?)))
+    }
+
+    #[instrument(skip_all, fields(model_id = %request.get_ref().model_id))]
+    async fn activate_model(&self, request: Request<pb::ActivateModelRequest>) -> Result<Response<pb::Model>, Status> {
+        let id = model_id(&request.get_ref().model_id)?.to_string();
+        let registry = self.state.registry.clone();
+        Ok(Response::new(model(&blocking(move || Ok(registry.activate(&id)?)).await?)))
+    }
+}

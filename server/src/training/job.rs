@@ -1,0 +1,569 @@
+//! The training and evaluation jobs: checked and prepared on the caller's thread (so bad
+//! requests fail at once with a precise error), then run on a job thread.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::data::{self, Inputs, LabelledPair, TEST, TRAIN, VALIDATION};
+use super::optim::Optimizer;
+use super::{
+    metrics, nets, Architecture, DataSource, Hyperparameters, LossKind, OptimizerKind, Siamese, TrainRequest, Training,
+    TrainingError,
+};
+use crate::descriptor;
+use crate::jobs::JobHandle;
+use crate::ranking::DESCRIPTOR_THRESHOLD;
+use crate::store::{now_millis, EpochRecord, EvaluationRecord, ModelRecord, PairSetRecord, ScoresRecord};
+
+/// Fewest pairs a training run accepts: enough for every split to hold both classes.
+pub const MIN_PAIRS: usize = 20;
+/// Most ROC points kept with a score.
+const ROC_POINTS: usize = 200;
+/// Pairs per forward pass when scoring.
+const SCORE_BATCH: usize = 256;
+
+pub struct TrainingPlan {
+    pub model_id: String,
+    name: String,
+    architecture: Architecture,
+    loss: LossKind,
+    hyper: Hyperparameters,
+    pairs: Vec<LabelledPair>,
+    split: Vec<u32>,
+    vectors: Inputs,
+    pub device: Device,
+    data_source: String,
+    batch_ids: Vec<u64>,
+    dir: PathBuf,
+}
+
+fn check_hyper(h: &Hyperparameters) -> Result<(), TrainingError> {
+    let bad = |m: String| Err(TrainingError::Invalid(m));
+    if h.epochs == 0 || h.epochs > 100_000 {
+        return bad(format!("epochs must be between 1 and 100000, got {}", h.epochs));
+    }
+    if h.batch_size < 2 || h.batch_size > 100_000 {
+        return bad(format!("batch_size must be between 2 and 100000, got {}", h.batch_size));
+    }
+    for (name, value) in [
+        ("learning_rate", h.learning_rate),
+        ("momentum", h.momentum),
+        ("margin", h.margin),
+        ("alpha", h.alpha),
+        ("beta", h.beta),
+        ("lambda", h.lambda),
+        ("epsilon", h.epsilon),
+    ] {
+        if !value.is_finite() || value < 0.0 {
+            return bad(format!("{name} must be a finite number >= 0, got {value}"));
+        }
+    }
+    if h.learning_rate <= 0.0 || h.learning_rate > 10.0 {
+        return bad(format!("learning_rate must be in (0, 10], got {}", h.learning_rate));
+    }
+    if h.momentum >= 1.0 {
+        return bad(format!("momentum must be below 1, got {}", h.momentum));
+    }
+    Ok(())
+}
+
+/// Fills the defaults in, with the request's non-zero settings on top.
+fn hyperparameters(request: &TrainRequest, loss: LossKind) -> Result<Hyperparameters, TrainingError> {
+    let o = &request.overrides;
+    let mut h = Hyperparameters::defaults(request.architecture, loss);
+    let set_u32 = |target: &mut u32, value: u32| {
+        if value != 0 {
+            *target = value
+        }
+    };
+    let set = |target: &mut f64, value: f64| {
+        if value != 0.0 {
+            *target = value
+        }
+    };
+    set_u32(&mut h.epochs, o.epochs);
+    set_u32(&mut h.batch_size, o.batch_size);
+    set(&mut h.learning_rate, o.learning_rate);
+    set(&mut h.momentum, o.momentum);
+    set(&mut h.margin, o.margin);
+    set(&mut h.alpha, o.alpha);
+    set(&mut h.beta, o.beta);
+    set(&mut h.lambda, o.lambda);
+    set(&mut h.epsilon, o.epsilon);
+    h.seed = if o.seed != 0 {
+        o.seed
+    } else {
+        // No seed asked for: take one from the clock, and record it with the model.
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1
+    };
+    check_hyper(&h)?;
+    Ok(h)
+}
+
+/// The pairs of a data source, with a description for people and the batches they came from.
+fn gather(training: &Training, data: &DataSource) -> Result<(Vec<LabelledPair>, String, Vec<u64>), TrainingError> {
+    match data {
+        DataSource::Labels(query) => {
+            let pairs = data::from_labels(&training.store, query)?;
+            let mut description = if query.batch_ids.is_empty() {
+                "majority labels of all batches".to_string()
+            } else {
+                format!(
+                    "majority labels of batches {}",
+                    query.batch_ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+                )
+            };
+            if query.unanimous_only {
+                description.push_str(", 3-0 only");
+            }
+            if query.soft_labels {
+                description.push_str(", soft labels");
+            }
+            Ok((pairs, description, query.batch_ids.clone()))
+        }
+        DataSource::PairList { dataset, text } => {
+            if !crate::dataset::valid_dataset_name(dataset) {
+                return Err(TrainingError::Invalid(format!("invalid dataset name {dataset:?}")));
+            }
+            if !training.datasets.datasets()?.iter().any(|d| &d.name == dataset) {
+                return Err(TrainingError::NotFound(format!("no dataset named {dataset:?}")));
+            }
+            let listed = data::parse_pair_list(text)?;
+            let (pairs, missing) = data::resolve_pair_list(&training.store, dataset, &listed)?;
+            let description =
+                format!("pair list on dataset {dataset:?}: {} pairs, {missing} naming images it lacks", pairs.len());
+            Ok((pairs, description, Vec::new()))
+        }
+    }
+}
+
+pub fn plan_training(training: &Training, request: TrainRequest) -> Result<TrainingPlan, TrainingError> {
+    let architecture = request.architecture;
+    let loss = request.loss.unwrap_or(match architecture {
+        Architecture::SiameseCnn => LossKind::Contrastive,
+        Architecture::SiameseGaml => LossKind::GeometryAware,
+    });
+    if loss == LossKind::GeometryAware && architecture == Architecture::SiameseCnn {
+        return Err(TrainingError::Invalid(
+            "the geometry-aware loss compares with the input features' distance, so it needs the GAML architecture"
+                .into(),
+        ));
+    }
+    let ratios: [u32; 3] = match request.split.as_slice() {
+        [] => [8, 1, 1],
+        [a, b, c] if *a > 0 && *b > 0 && *c > 0 && a + b + c <= 1000 => [*a, *b, *c],
+        other => {
+            return Err(TrainingError::Invalid(format!(
+                "split must be three positive parts train:validation:test (e.g. 8:1:1), got {other:?}"
+            )))
+        }
+    };
+    if request.name.chars().count() > 200 {
+        return Err(TrainingError::Invalid("the model name is longer than 200 characters".into()));
+    }
+    let hyper = hyperparameters(&request, loss)?;
+    let device = training.device(&request.device)?;
+    let (pairs, data_source, batch_ids) = gather(training, &request.data)?;
+    if pairs.len() < MIN_PAIRS {
+        return Err(TrainingError::NotEnoughPairs(format!(
+            "{data_source} gives {} pairs; training needs at least {MIN_PAIRS}",
+            pairs.len()
+        )));
+    }
+    let split = data::split(pairs.len(), ratios, hyper.seed);
+    for (part, name) in [(TRAIN, "training"), (VALIDATION, "validation"), (TEST, "test")] {
+        let same = pairs.iter().zip(&split).filter(|(p, s)| **s == part && p.same()).count();
+        let total = split.iter().filter(|s| **s == part).count();
+        if same == 0 || same == total {
+            return Err(TrainingError::NotEnoughPairs(format!(
+                "the {name} split ({total} of {} pairs) holds only one class; label more pairs of both kinds \
+                 or change the split",
+                pairs.len()
+            )));
+        }
+    }
+    let ids: Vec<u64> = pairs.iter().flat_map(|p| [p.image_a, p.image_b]).collect();
+    let vectors = Inputs::vectors(&training.store, &ids)?;
+    let n = training.store.next_id("models")?;
+    let model_id = format!("{}/{n}", architecture.slug());
+    let name = if request.name.is_empty() { model_id.clone() } else { request.name.clone() };
+    let dir = training.models_dir.join(format!("{}-{n}", architecture.slug()));
+    Ok(TrainingPlan {
+        model_id,
+        name,
+        architecture,
+        loss,
+        hyper,
+        pairs,
+        split,
+        vectors,
+        device,
+        data_source,
+        batch_ids,
+        dir,
+    })
+}
+
+enum Outcome {
+    Done(ModelRecord),
+    Stopped(String),
+}
+
+pub fn run_training(training: &Training, handle: JobHandle, plan: TrainingPlan) {
+    let _span = tracing::info_span!("training", job = handle.id(), model = %plan.model_id).entered();
+    let result = train(training, &handle, &plan);
+    let ended = match result {
+        Ok(Outcome::Done(model)) => {
+            let message = match (&model.scores, &model.baseline) {
+                (Some(s), Some(b)) => format!(
+                    "model {}: test ROC-AUC {:.4}, MCC {:.4} (descriptor: {:.4}, {:.4})",
+                    model.id, s.roc_auc, s.mcc, b.roc_auc, b.mcc
+                ),
+                _ => format!("model {}", model.id),
+            };
+            tracing::info!(%message, "training finished");
+            handle.completed(message)
+        }
+        Ok(Outcome::Stopped(message)) => handle.stopped(message),
+        Err(e) => {
+            tracing::warn!(error = %e, "training failed");
+            handle.fail(e.to_string())
+        }
+    };
+    if let Err(e) = ended {
+        tracing::error!(error = %e, "cannot record the end of a training job");
+    }
+}
+
+fn indices_of(split: &[u32], part: u32) -> Vec<usize> {
+    (0..split.len()).filter(|&i| split[i] == part).collect()
+}
+
+/// The tensors of a batch of pairs: inputs of side a, of side b, targets.
+fn batch_tensors(
+    inputs: &Inputs,
+    pairs: &[LabelledPair],
+    chosen: &[usize],
+    device: &Device,
+) -> Result<(Tensor, Tensor, Tensor), TrainingError> {
+    let a: Vec<u64> = chosen.iter().map(|&i| pairs[i].image_a).collect();
+    let b: Vec<u64> = chosen.iter().map(|&i| pairs[i].image_b).collect();
+    let y: Vec<f32> = chosen.iter().map(|&i| pairs[i].target).collect();
+    Ok((inputs.batch(&a, device)?, inputs.batch(&b, device)?, Tensor::from_vec(y, chosen.len(), device)?))
+}
+
+/// The model's distances of the chosen pairs, and their mean loss.
+fn score(
+    model: &Siamese,
+    inputs: &Inputs,
+    pairs: &[LabelledPair],
+    chosen: &[usize],
+    hyper: &Hyperparameters,
+    device: &Device,
+) -> Result<(Vec<f64>, f64), TrainingError> {
+    let (mut distances, mut loss_sum) = (Vec::with_capacity(chosen.len()), 0.0);
+    for part in chosen.chunks(SCORE_BATCH) {
+        let (xa, xb, y) = batch_tensors(inputs, pairs, part, device)?;
+        distances.extend(model.distances(&xa, &xb)?.to_vec1::<f32>()?.into_iter().map(f64::from));
+        loss_sum += f64::from(model.loss(&xa, &xb, &y, hyper)?.detach().to_scalar::<f32>()?) * part.len() as f64;
+    }
+    Ok((distances, loss_sum / chosen.len().max(1) as f64))
+}
+
+/// Descriptor distances of the chosen pairs (the baseline).
+fn descriptor_distances(vectors: &Inputs, pairs: &[LabelledPair], chosen: &[usize]) -> Vec<f64> {
+    chosen
+        .iter()
+        .map(|&i| {
+            let (a, b) = (vectors.vector(pairs[i].image_a), vectors.vector(pairs[i].image_b));
+            f64::from(descriptor::euclidean(a, b))
+        })
+        .collect()
+}
+
+/// A model's figures on scored test pairs at a threshold.
+pub fn scores_of(model_id: &str, distances: &[f64], same: &[bool], threshold: f64) -> ScoresRecord {
+    ScoresRecord {
+        model_id: model_id.to_string(),
+        roc_auc: metrics::roc_auc(distances, same).unwrap_or(0.5),
+        mcc: metrics::mcc(distances, same, threshold),
+        threshold,
+        accuracy: metrics::accuracy(distances, same, threshold),
+        roc: metrics::roc_curve(distances, same, ROC_POINTS)
+            .into_iter()
+            .flat_map(|(fpr, tpr, t)| [fpr as f32, tpr as f32, t as f32])
+            .collect(),
+    }
+}
+
+fn same_of(pairs: &[LabelledPair], chosen: &[usize]) -> Vec<bool> {
+    chosen.iter().map(|&i| pairs[i].same()).collect()
+}
+
+fn train(training: &Training, handle: &JobHandle, plan: &TrainingPlan) -> Result<Outcome, TrainingError> {
+    let (hyper, device, pairs) = (&plan.hyper, &plan.device, &plan.pairs);
+    let images;
+    let inputs = match plan.architecture {
+        Architecture::SiameseGaml => &plan.vectors,
+        Architecture::SiameseCnn => {
+            handle.progress(0, u64::from(hyper.epochs), "loading face crops")?;
+            let ids: Vec<u64> = pairs.iter().flat_map(|p| [p.image_a, p.image_b]).collect();
+            images = Inputs::images(&training.datasets, &ids, nets::CNN_SIDE)?;
+            &images
+        }
+    };
+    let input_dim = descriptor::DIM;
+    let mut model = Siamese::new(plan.architecture, plan.loss, input_dim, device, hyper.seed)?;
+    let mut optimizer = match hyper.optimizer {
+        OptimizerKind::SgdMomentum => Optimizer::sgd(model.vars(), hyper.learning_rate, hyper.momentum),
+        OptimizerKind::Adam => Optimizer::adam(model.vars(), hyper.learning_rate)?,
+    };
+    std::fs::create_dir_all(&plan.dir)?;
+    let (last_path, best_path) = (plan.dir.join("last.safetensors"), plan.dir.join("best.safetensors"));
+    let mut train_idx = indices_of(&plan.split, TRAIN);
+    let validation_idx = indices_of(&plan.split, VALIDATION);
+    let test_idx = indices_of(&plan.split, TEST);
+    let validation_same = same_of(pairs, &validation_idx);
+    tracing::info!(
+        parameters = model.parameter_count(),
+        train = train_idx.len(),
+        validation = validation_idx.len(),
+        test = test_idx.len(),
+        "training starts"
+    );
+
+    let mut history = Vec::new();
+    let (mut best_auc, mut best_epoch) = (f64::NEG_INFINITY, 0);
+    let started = Instant::now();
+    let epochs = hyper.epochs;
+    for epoch in 1..=epochs {
+        let epoch_started = Instant::now();
+        train_idx.shuffle(&mut ChaCha8Rng::seed_from_u64(hyper.seed.wrapping_add(u64::from(epoch))));
+        let (mut loss_sum, mut seen) = (0.0, 0usize);
+        for chunk in train_idx.chunks(hyper.batch_size as usize) {
+            if handle.is_cancelled() {
+                return Ok(Outcome::Stopped(format!("stopped in epoch {epoch} of {epochs}; no model was stored")));
+            }
+            let (xa, xb, y) = batch_tensors(inputs, pairs, chunk, device)?;
+            let loss = model.loss(&xa, &xb, &y, hyper)?;
+            let value = f64::from(loss.to_scalar::<f32>()?);
+            if !value.is_finite() {
+                return Err(TrainingError::Diverged(format!(
+                    "the loss became {value} in epoch {epoch}; try a lower learning rate"
+                )));
+            }
+            optimizer.backward_step(&loss)?;
+            loss_sum += value * chunk.len() as f64;
+            seen += chunk.len();
+        }
+        let train_seconds = epoch_started.elapsed().as_secs_f64();
+        let (validation_distances, validation_loss) = score(&model, inputs, pairs, &validation_idx, hyper, device)?;
+        let validation_auc = metrics::roc_auc(&validation_distances, &validation_same).unwrap_or(0.5);
+        let record = EpochRecord {
+            epoch,
+            train_loss: loss_sum / seen.max(1) as f64,
+            validation_loss,
+            validation_auc,
+            pairs_per_second: seen as f64 / train_seconds.max(1e-9),
+        };
+        model.save(&last_path)?;
+        if validation_auc > best_auc {
+            (best_auc, best_epoch) = (validation_auc, epoch);
+            model.save(&best_path)?;
+        }
+        let eta = started.elapsed().as_secs_f64() / f64::from(epoch) * f64::from(epochs - epoch);
+        handle.report(
+            u64::from(epoch),
+            u64::from(epochs),
+            format!(
+                "epoch {epoch}/{epochs}: train loss {:.4}, validation loss {:.4}, validation AUC {:.4}",
+                record.train_loss, validation_loss, validation_auc
+            ),
+            &[
+                ("epoch", f64::from(epoch)),
+                ("epochs", f64::from(epochs)),
+                ("train_loss", record.train_loss),
+                ("validation_loss", validation_loss),
+                ("validation_auc", validation_auc),
+                ("pairs_per_second", record.pairs_per_second),
+                ("eta_seconds", eta),
+            ],
+        )?;
+        history.push(record);
+    }
+
+    // The kept weights are the epoch with the best validation AUC.
+    model.reload(&best_path)?;
+    let (validation_distances, _) = score(&model, inputs, pairs, &validation_idx, hyper, device)?;
+    let threshold = metrics::best_threshold(&validation_distances, &validation_same);
+    let (test_distances, _) = score(&model, inputs, pairs, &test_idx, hyper, device)?;
+    let test_same = same_of(pairs, &test_idx);
+    let scores = scores_of(&plan.model_id, &test_distances, &test_same, threshold);
+    let baseline_threshold =
+        metrics::best_threshold(&descriptor_distances(&plan.vectors, pairs, &validation_idx), &validation_same);
+    let baseline = scores_of(
+        descriptor::MODEL_ID,
+        &descriptor_distances(&plan.vectors, pairs, &test_idx),
+        &test_same,
+        baseline_threshold,
+    );
+
+    let evaluation = EvaluationRecord {
+        id: training.store.next_id("evaluations")?,
+        model_id: plan.model_id.clone(),
+        job_id: handle.id(),
+        test_pairs: test_idx.len() as u64,
+        scores: Some(scores.clone()),
+        baseline: Some(baseline.clone()),
+        create_millis: now_millis(),
+    };
+    let model_record = ModelRecord {
+        id: plan.model_id.clone(),
+        name: plan.name.clone(),
+        architecture: plan.architecture as i32,
+        loss: plan.loss as i32,
+        embedding_dim: nets::EMBEDDING_DIM as u32,
+        metric: if model.uses_cosine() { COSINE } else { EUCLIDEAN },
+        threshold: threshold as f32,
+        training_job_id: handle.id(),
+        batch_ids: plan.batch_ids.clone(),
+        label_count: pairs.len() as u64,
+        scores: Some(scores),
+        baseline: Some(baseline),
+        create_millis: now_millis(),
+        hyperparameters_json: serde_json::to_string(hyper).unwrap_or_default(),
+        history,
+        pairs: Some(PairSetRecord {
+            image_a: pairs.iter().map(|p| p.image_a).collect(),
+            image_b: pairs.iter().map(|p| p.image_b).collect(),
+            target: pairs.iter().map(|p| p.target).collect(),
+            split: plan.split.clone(),
+            pair_id: pairs.iter().map(|p| p.pair_id).collect(),
+        }),
+        weights_path: best_path.display().to_string(),
+        input_dim: if plan.architecture == Architecture::SiameseGaml { input_dim as u32 } else { 0 },
+        device: descriptor::device_name(device),
+        data_source: plan.data_source.clone(),
+        evaluation_id: evaluation.id,
+        best_epoch,
+    };
+    training.store.insert_model(&model_record, &evaluation)?;
+    Ok(Outcome::Done(model_record))
+}
+
+/// The API's `DistanceMetric` numbers.
+pub const EUCLIDEAN: i32 = 1;
+pub const COSINE: i32 = 2;
+
+/// Loads a registered model's network.
+pub fn load(record: &ModelRecord, device: &Device) -> Result<Siamese, TrainingError> {
+    let architecture = Architecture::from_number(record.architecture)
+        .ok_or_else(|| TrainingError::Invalid(format!("model {} has an unknown architecture", record.id)))?;
+    let loss = LossKind::from_number(record.loss)
+        .ok_or_else(|| TrainingError::Invalid(format!("model {} has an unknown loss", record.id)))?;
+    let input_dim = if record.input_dim == 0 { descriptor::DIM } else { record.input_dim as usize };
+    Ok(Siamese::load(architecture, loss, input_dim, device, Path::new(&record.weights_path))?)
+}
+
+pub struct EvaluationPlan {
+    pub model_id: String,
+    model: Option<ModelRecord>,
+    pairs: Vec<LabelledPair>,
+    vectors: Inputs,
+}
+
+pub fn plan_evaluation(training: &Training, model_id: &str, data: DataSource) -> Result<EvaluationPlan, TrainingError> {
+    let model = match model_id {
+        "" | descriptor::MODEL_ID => None,
+        id => Some(training.store.model(id)?.ok_or_else(|| TrainingError::NotFound(format!("no model {id:?}")))?),
+    };
+    let (pairs, description, _) = gather(training, &data)?;
+    let same = pairs.iter().filter(|p| p.same()).count();
+    if same == 0 || same == pairs.len() {
+        return Err(TrainingError::NotEnoughPairs(format!(
+            "{description}: {} pairs, {same} of them similar; an evaluation needs both kinds",
+            pairs.len()
+        )));
+    }
+    let ids: Vec<u64> = pairs.iter().flat_map(|p| [p.image_a, p.image_b]).collect();
+    let vectors = Inputs::vectors(&training.store, &ids)?;
+    let model_id = model.as_ref().map(|m| m.id.clone()).unwrap_or_else(|| descriptor::MODEL_ID.to_string());
+    Ok(EvaluationPlan { model_id, model, pairs, vectors })
+}
+
+pub fn run_evaluation(training: &Training, handle: JobHandle, plan: EvaluationPlan) {
+    let _span = tracing::info_span!("evaluation", job = handle.id(), model = %plan.model_id).entered();
+    let ended = match evaluate(training, &handle, &plan) {
+        Ok(Some(e)) => {
+            let s = e.scores.clone().unwrap_or_default();
+            handle.completed(format!(
+                "evaluation {} of {} on {} pairs: ROC-AUC {:.4}, MCC {:.4}",
+                e.id, plan.model_id, e.test_pairs, s.roc_auc, s.mcc
+            ))
+        }
+        Ok(None) => handle.stopped("stopped before the evaluation was stored"),
+        Err(e) => handle.fail(e.to_string()),
+    };
+    if let Err(e) = ended {
+        tracing::error!(error = %e, "cannot record the end of an evaluation job");
+    }
+}
+
+fn evaluate(
+    training: &Training,
+    handle: &JobHandle,
+    plan: &EvaluationPlan,
+) -> Result<Option<EvaluationRecord>, TrainingError> {
+    let pairs = &plan.pairs;
+    let all: Vec<usize> = (0..pairs.len()).collect();
+    let same = same_of(pairs, &all);
+    let baseline_distances = descriptor_distances(&plan.vectors, pairs, &all);
+    let baseline = scores_of(descriptor::MODEL_ID, &baseline_distances, &same, f64::from(DESCRIPTOR_THRESHOLD));
+    let scores = match &plan.model {
+        None => baseline.clone(),
+        Some(record) => {
+            let device = Device::Cpu;
+            let model = load(record, &device)?;
+            let images;
+            let inputs = if record.architecture == Architecture::SiameseCnn as i32 {
+                let ids: Vec<u64> = pairs.iter().flat_map(|p| [p.image_a, p.image_b]).collect();
+                images = Inputs::images(&training.datasets, &ids, nets::CNN_SIDE)?;
+                &images
+            } else {
+                &plan.vectors
+            };
+            let hyper: Hyperparameters = serde_json::from_str(&record.hyperparameters_json)
+                .unwrap_or_else(|_| Hyperparameters::defaults(model.architecture, model.loss));
+            let mut distances = Vec::with_capacity(pairs.len());
+            for (k, part) in all.chunks(SCORE_BATCH).enumerate() {
+                if handle.is_cancelled() {
+                    return Ok(None);
+                }
+                let (d, _) = score(&model, inputs, pairs, part, &hyper, &device)?;
+                distances.extend(d);
+                handle.progress(
+                    ((k + 1) * SCORE_BATCH).min(pairs.len()) as u64,
+                    pairs.len() as u64,
+                    "scoring pairs",
+                )?;
+            }
+            scores_of(&record.id, &distances, &same, f64::from(record.threshold))
+        }
+    };
+    let evaluation = EvaluationRecord {
+        id: training.store.next_id("evaluations")?,
+        model_id: plan.model_id.clone(),
+        job_id: handle.id(),
+        test_pairs: pairs.len() as u64,
+        scores: Some(scores),
+        baseline: Some(baseline),
+        create_millis: now_millis(),
+    };
+    training.store.insert_evaluation(&evaluation)?;
+    Ok(Some(evaluation))
+}

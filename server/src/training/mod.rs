@@ -1,0 +1,276 @@
+//! Training of Siamese similarity models on crowd labels (or identity-labelled pair lists), and
+//! their evaluation next to the pretrained descriptor. Jobs run on threads of their own; each
+//! ends with a model in the registry, its weights in safetensors files and its test-split
+//! evaluation.
+
+mod data;
+mod job;
+pub mod loss;
+pub mod metrics;
+pub mod nets;
+mod optim;
+mod siamese;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+pub use data::{parse_pair_list, LabelQuery, LabelledPair, TEST, TRAIN, VALIDATION};
+pub use job::scores_of;
+pub use siamese::Siamese;
+
+use crate::dataset::{DatasetError, Datasets};
+use crate::jobs::{JobError, JobKind, Jobs};
+use crate::store::{EvaluationRecord, ModelRecord, Store, StoreError};
+
+/// The architectures. Numbers match the API's `Architecture`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Architecture {
+    SiameseCnn = 1,
+    SiameseGaml = 2,
+}
+
+impl Architecture {
+    pub fn from_number(n: i32) -> Option<Self> {
+        [Architecture::SiameseCnn, Architecture::SiameseGaml].into_iter().find(|a| *a as i32 == n)
+    }
+
+    /// The prefix of model ids of this architecture.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Architecture::SiameseCnn => "cnn",
+            Architecture::SiameseGaml => "gaml",
+        }
+    }
+}
+
+/// The losses. Numbers match the API's `LossFunction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LossKind {
+    Contrastive = 1,
+    GeometryAware = 2,
+    MiningContrastive = 3,
+    HeadBce = 4,
+    HeadFocal = 5,
+}
+
+impl LossKind {
+    pub fn from_number(n: i32) -> Option<Self> {
+        use LossKind::*;
+        [Contrastive, GeometryAware, MiningContrastive, HeadBce, HeadFocal].into_iter().find(|l| *l as i32 == n)
+    }
+}
+
+/// The optimisers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OptimizerKind {
+    SgdMomentum,
+    Adam,
+}
+
+/// Every setting of a run, defaults filled in. Kept with the model as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hyperparameters {
+    pub epochs: u32,
+    pub batch_size: u32,
+    pub learning_rate: f64,
+    pub momentum: f64,
+    pub optimizer: OptimizerKind,
+    /// τ of the contrastive and geometry-aware losses.
+    pub margin: f64,
+    /// GAML's α, or the mining loss's weight of similar pairs.
+    pub alpha: f64,
+    /// The mining loss's weight of dissimilar pairs.
+    pub beta: f64,
+    /// The mining loss's similarity threshold.
+    pub lambda: f64,
+    /// The mining loss's mining margin.
+    pub epsilon: f64,
+    /// γ of the focal loss.
+    pub focal_gamma: f64,
+    /// Seeds the initial weights, the split and the batch order.
+    pub seed: u64,
+}
+
+impl Hyperparameters {
+    /// The method's settings for an architecture and loss.
+    pub fn defaults(architecture: Architecture, loss: LossKind) -> Self {
+        let mut h = match architecture {
+            // Siamese CNN: Xavier init, SGD with momentum, lr 0.01, batch 500, 400 epochs, τ = 2.
+            Architecture::SiameseCnn => Hyperparameters {
+                epochs: 400,
+                batch_size: 500,
+                learning_rate: 0.01,
+                momentum: 0.9,
+                optimizer: OptimizerKind::SgdMomentum,
+                margin: 2.0,
+                alpha: 0.5,
+                beta: 0.0,
+                lambda: 0.0,
+                epsilon: 0.0,
+                focal_gamma: 2.0,
+                seed: 0,
+            },
+            // GAML: uniform init, Adam lr 1e-4, batch 100, 200 epochs, α = 0.5, τ = 0.55.
+            Architecture::SiameseGaml => Hyperparameters {
+                epochs: 200,
+                batch_size: 100,
+                learning_rate: 1e-4,
+                momentum: 0.0,
+                optimizer: OptimizerKind::Adam,
+                margin: 0.55,
+                alpha: 0.5,
+                beta: 0.0,
+                lambda: 0.0,
+                epsilon: 0.0,
+                focal_gamma: 2.0,
+                seed: 0,
+            },
+        };
+        if loss == LossKind::MiningContrastive {
+            // The kinship-verification paper's mining loss settings.
+            (h.alpha, h.beta, h.lambda, h.epsilon) = (0.2, 3.1, 1.5, 1.0);
+        }
+        h
+    }
+}
+
+/// The settings a request may give; zero means "the default".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HyperparameterOverrides {
+    pub epochs: u32,
+    pub batch_size: u32,
+    pub learning_rate: f64,
+    pub momentum: f64,
+    pub margin: f64,
+    pub alpha: f64,
+    pub beta: f64,
+    pub lambda: f64,
+    pub epsilon: f64,
+    pub seed: u64,
+}
+
+/// Where a job's pairs come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSource {
+    Labels(LabelQuery),
+    PairList { dataset: String, text: String },
+}
+
+/// A request to train a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainRequest {
+    pub architecture: Architecture,
+    /// `None` takes the architecture's loss (contrastive for the CNN, geometry-aware for GAML).
+    pub loss: Option<LossKind>,
+    pub data: DataSource,
+    pub overrides: HyperparameterOverrides,
+    /// "cpu", "cuda" or empty for the server's default.
+    pub device: String,
+    pub name: String,
+    /// Train:validation:test in any units; empty means 8:1:1.
+    pub split: Vec<u32>,
+}
+
+/// Errors of training and evaluation.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainingError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    NotEnoughPairs(String),
+    #[error("training diverged: {0}")]
+    Diverged(String),
+    #[error("{0} images have no descriptor embedding yet; wait for the embedding job and try again")]
+    MissingEmbeddings(usize),
+    #[error("device {0:?} is not available on this server (build with the `cuda` feature and a GPU present)")]
+    DeviceUnavailable(String),
+    #[error("tensor computation failed: {0}")]
+    Tensor(#[from] candle_core::Error),
+    #[error("cannot write model files: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error(transparent)]
+    Jobs(#[from] JobError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Training and evaluation, shared by the API.
+#[derive(Clone)]
+pub struct Training {
+    store: Store,
+    datasets: Datasets,
+    jobs: Jobs,
+    /// Model weights live in `<models_dir>/<architecture>-<n>/`.
+    models_dir: PathBuf,
+    /// The device used when a request leaves it empty.
+    default_device: Device,
+}
+
+impl Training {
+    pub fn new(store: Store, datasets: Datasets, jobs: Jobs, models_dir: PathBuf, default_device: Device) -> Self {
+        Training { store, datasets, jobs, models_dir, default_device }
+    }
+
+    fn device(&self, requested: &str) -> Result<Device, TrainingError> {
+        match requested {
+            "" => Ok(self.default_device.clone()),
+            "cpu" => Ok(Device::Cpu),
+            "cuda" | "cuda:0" => {
+                #[cfg(feature = "cuda")]
+                if let Ok(device) = Device::new_cuda(0) {
+                    return Ok(device);
+                }
+                Err(TrainingError::DeviceUnavailable(requested.to_string()))
+            }
+            other => Err(TrainingError::Invalid(format!("unknown device {other:?}; use \"cpu\" or \"cuda\""))),
+        }
+    }
+
+    /// Checks the request, gathers and splits its pairs, loads their inputs and starts the job.
+    /// Returns the job id; the model id is on the job.
+    pub fn start_training(&self, request: TrainRequest, created_by: u64) -> Result<u64, TrainingError> {
+        let plan = job::plan_training(self, request)?;
+        let device_name = crate::descriptor::device_name(&plan.device);
+        let handle = self.jobs.start(JobKind::Training, created_by, &plan.model_id, &device_name)?;
+        let id = handle.id();
+        let training = self.clone();
+        self.jobs.spawn(handle, "train", move |handle| job::run_training(&training, handle, plan));
+        Ok(id)
+    }
+
+    /// Evaluates a trained model or the descriptor on a pair set; returns the job id.
+    pub fn start_evaluation(&self, model_id: &str, data: DataSource, created_by: u64) -> Result<u64, TrainingError> {
+        let plan = job::plan_evaluation(self, model_id, data)?;
+        let handle = self.jobs.start(JobKind::Evaluation, created_by, &plan.model_id, "cpu")?;
+        let id = handle.id();
+        let training = self.clone();
+        self.jobs.spawn(handle, "evaluate", move |handle| job::run_evaluation(&training, handle, plan));
+        Ok(id)
+    }
+
+    pub fn evaluation(&self, id: u64) -> Result<EvaluationRecord, TrainingError> {
+        self.store.evaluation(id)?.ok_or_else(|| TrainingError::NotFound(format!("no evaluation with id {id}")))
+    }
+
+    pub fn evaluations_page(
+        &self,
+        model_id: &str,
+        start: u64,
+        limit: usize,
+    ) -> Result<(Vec<EvaluationRecord>, Option<u64>), TrainingError> {
+        Ok(self.store.evaluations_page(model_id, start, limit)?)
+    }
+
+    /// Loads a trained model's network onto the CPU.
+    pub fn load_model(&self, record: &ModelRecord) -> Result<Siamese, TrainingError> {
+        job::load(record, &Device::Cpu)
+    }
+}

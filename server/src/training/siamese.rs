@@ -1,0 +1,153 @@
+//! A Siamese model: one tower with shared weights applied to both faces of a pair, the loss it
+//! is trained with, and the distance it scores pairs by.
+
+use std::path::Path;
+
+use candle_core::{Device, Module, Tensor, Var};
+use candle_nn::VarMap;
+
+use super::nets::{self, Builder, CnnTower, GamlTower, Head, EMBEDDING_DIM};
+use super::{loss, Architecture, Hyperparameters, LossKind};
+
+#[derive(Clone)]
+enum Tower {
+    Cnn(CnnTower),
+    Gaml(GamlTower),
+}
+
+pub struct Siamese {
+    pub architecture: Architecture,
+    pub loss: LossKind,
+    tower: Tower,
+    head: Option<Head>,
+    vars: VarMap,
+}
+
+impl Siamese {
+    /// A freshly initialised model; `input_dim` is the feature length for GAML.
+    pub fn new(
+        architecture: Architecture,
+        loss: LossKind,
+        input_dim: usize,
+        device: &Device,
+        seed: u64,
+    ) -> candle_core::Result<Self> {
+        let vars = VarMap::new();
+        let mut builder = Builder::new(&vars, device, seed);
+        let tower = match architecture {
+            Architecture::SiameseCnn => Tower::Cnn(CnnTower::new(&mut builder)?),
+            Architecture::SiameseGaml => Tower::Gaml(GamlTower::new(&mut builder, input_dim)?),
+        };
+        let head = match loss {
+            LossKind::HeadBce | LossKind::HeadFocal => Some(Head::new(&mut builder, EMBEDDING_DIM)?),
+            _ => None,
+        };
+        Ok(Siamese { architecture, loss, tower, head, vars })
+    }
+
+    /// A model with the weights of a safetensors file.
+    pub fn load(
+        architecture: Architecture,
+        loss: LossKind,
+        input_dim: usize,
+        device: &Device,
+        path: &Path,
+    ) -> candle_core::Result<Self> {
+        let mut model = Siamese::new(architecture, loss, input_dim, device, 0)?;
+        model.vars.load(path)?;
+        Ok(model)
+    }
+
+    pub fn save(&self, path: &Path) -> candle_core::Result<()> {
+        self.vars.save(path)
+    }
+
+    /// Replaces the weights with those of a safetensors file (the best checkpoint).
+    pub fn reload(&mut self, path: &Path) -> candle_core::Result<()> {
+        self.vars.load(path)
+    }
+
+    pub fn vars(&self) -> Vec<Var> {
+        self.vars.all_vars()
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        self.vars.all_vars().iter().map(|v| v.elem_count()).sum()
+    }
+
+    /// Whether the model's distance is 1 − cosine similarity (ranking then uses cosine).
+    pub fn uses_cosine(&self) -> bool {
+        matches!(self.loss, LossKind::MiningContrastive | LossKind::HeadBce | LossKind::HeadFocal)
+    }
+
+    fn tower(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.tower {
+            Tower::Cnn(t) => t.forward(x),
+            Tower::Gaml(t) => t.forward(x),
+        }
+    }
+
+    /// The embedding ranking uses: GAML's and cosine models' outputs are L2-normalised, so
+    /// Euclidean distance and cosine similarity agree on the order.
+    pub fn embed(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let f = self.tower(x)?;
+        if matches!(self.tower, Tower::Gaml(_)) || self.uses_cosine() {
+            nets::l2_normalize(&f)
+        } else {
+            Ok(f)
+        }
+    }
+
+    /// The loss of a batch of pairs with targets `y`.
+    pub fn loss(&self, xa: &Tensor, xb: &Tensor, y: &Tensor, h: &Hyperparameters) -> candle_core::Result<Tensor> {
+        // One pass through the tower for both sides: the shared weights see the whole batch.
+        let n = xa.dim(0)?;
+        let both = self.tower(&Tensor::cat(&[xa, xb], 0)?)?;
+        let (fa, fb) = (both.narrow(0, 0, n)?, both.narrow(0, n, n)?);
+        match self.loss {
+            LossKind::Contrastive => {
+                let (fa, fb) = self.normalise_gaml(fa, fb)?;
+                loss::contrastive(&nets::euclidean(&fa, &fb)?, y, h.margin)
+            }
+            LossKind::GeometryAware => {
+                let d0 = nets::euclidean(&nets::l2_normalize(xa)?, &nets::l2_normalize(xb)?)?;
+                let d = nets::euclidean(&nets::l2_normalize(&fa)?, &nets::l2_normalize(&fb)?)?;
+                loss::geometry_aware(&d, &d0, y, h.alpha, h.margin)
+            }
+            LossKind::MiningContrastive => {
+                loss::mining_contrastive(&nets::cosine(&fa, &fb)?, y, h.alpha, h.beta, h.lambda, h.epsilon)
+            }
+            LossKind::HeadBce => loss::bce(&self.head()?.logits(&fa, &fb)?, y),
+            LossKind::HeadFocal => loss::focal(&self.head()?.logits(&fa, &fb)?, y, h.focal_gamma),
+        }
+    }
+
+    /// Distances of pairs (smaller = more similar), shape (N,).
+    pub fn distances(&self, xa: &Tensor, xb: &Tensor) -> candle_core::Result<Tensor> {
+        let n = xa.dim(0)?;
+        let both = self.tower(&Tensor::cat(&[xa, xb], 0)?)?.detach();
+        let (fa, fb) = (both.narrow(0, 0, n)?, both.narrow(0, n, n)?);
+        match self.loss {
+            LossKind::Contrastive => {
+                let (fa, fb) = self.normalise_gaml(fa, fb)?;
+                nets::euclidean(&fa, &fb)
+            }
+            LossKind::GeometryAware => nets::euclidean(&nets::l2_normalize(&fa)?, &nets::l2_normalize(&fb)?),
+            LossKind::MiningContrastive => 1.0 - nets::cosine(&fa, &fb)?,
+            LossKind::HeadBce | LossKind::HeadFocal => {
+                1.0 - candle_nn::ops::sigmoid(&self.head()?.logits(&fa, &fb)?.detach())?
+            }
+        }
+    }
+
+    fn normalise_gaml(&self, fa: Tensor, fb: Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        match self.tower {
+            Tower::Gaml(_) => Ok((nets::l2_normalize(&fa)?, nets::l2_normalize(&fb)?)),
+            Tower::Cnn(_) => Ok((fa, fb)),
+        }
+    }
+
+    fn head(&self) -> candle_core::Result<&Head> {
+        self.head.as_ref().ok_or_else(|| candle_core::Error::Msg("this model has no similarity head".into()))
+    }
+}
