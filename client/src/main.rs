@@ -53,6 +53,12 @@ enum Command {
         #[arg(long)]
         faces_dir: Option<std::path::PathBuf>,
     },
+    /// Train similarity models on labels and evaluate them (researcher role).
+    #[command(subcommand)]
+    Train(commands::train::TrainCommand),
+    /// The model registry: list, show (with ROC and loss plots), activate.
+    #[command(subcommand)]
+    Models(commands::train::ModelsCommand),
     /// Simulated annotators voting through the API (admin role).
     #[command(subcommand)]
     Crowd(commands::labeling::CrowdCommand),
@@ -102,6 +108,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Labeling(command) => commands::labeling::run(&client, command).await,
         Command::Labels(command) => commands::labeling::run_labels(&client, command).await,
         Command::Label { batch, faces_dir } => commands::labeling::label(&client, batch, faces_dir).await,
+        Command::Train(command) => commands::train::run(&client, command).await,
+        Command::Models(command) => commands::train::models(&client, command).await,
         Command::Crowd(command) => commands::labeling::crowd(&client, command).await,
         Command::Bench(command) => commands::labeling::bench(&client, command).await,
         Command::Compare { a, b, model } => commands::faces::compare(&client, &a, &b, &model).await,

@@ -126,6 +126,84 @@ pub fn histogram_text(h: &pb::DistanceHistogram, rows: usize) -> String {
     out
 }
 
+/// One named line of a line chart.
+pub struct Line<'a> {
+    pub name: &'a str,
+    pub points: Vec<(f64, f64)>,
+    pub color: RGBColor,
+}
+
+/// Colours of successive lines.
+pub const LINE_COLORS: [RGBColor; 4] =
+    [RGBColor(70, 110, 180), RGBColor(220, 110, 30), RGBColor(60, 150, 70), RGBColor(150, 60, 160)];
+
+/// Draws lines on shared axes with a legend, e.g. ROC curves (with the diagonal of chance when
+/// `diagonal`) or loss curves per epoch.
+pub fn lines_png(
+    title: &str,
+    axes: (&str, &str),
+    lines: &[Line],
+    diagonal: bool,
+    path: &Path,
+    size: (u32, u32),
+) -> Result<(), ClientError> {
+    if lines.iter().all(|l| l.points.is_empty()) {
+        return Err(ClientError::NothingToPlot("no points to draw"));
+    }
+    register_font();
+    let fail =
+        |e: &dyn std::fmt::Display| ClientError::Plot { path: path.display().to_string(), message: e.to_string() };
+    let all = lines.iter().flat_map(|l| l.points.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y) in all.filter(|(x, y)| x.is_finite() && y.is_finite()) {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if diagonal {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-6);
+    let root = BitMapBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x0..x1.max(x0 + 1e-6), (y0 - if diagonal { 0.0 } else { pad })..(y1 + pad))
+        .map_err(|e| fail(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc(axes.0)
+        .y_desc(axes.1)
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 14))
+        .draw()
+        .map_err(|e| fail(&e))?;
+    if diagonal {
+        chart
+            .draw_series(std::iter::once(PathElement::new(vec![(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3))))
+            .map_err(|e| fail(&e))?;
+    }
+    for line in lines {
+        let color = line.color;
+        chart
+            .draw_series(std::iter::once(PathElement::new(line.points.clone(), color.stroke_width(2))))
+            .map_err(|e| fail(&e))?
+            .label(line.name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(if diagonal { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight })
+        .label_font((FONT, 13))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| fail(&e))?;
+    root.present().map_err(|e| fail(&e))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +233,27 @@ mod tests {
         assert!(rgb.pixels().any(|p| p.0[0] > 200 && p.0[1] < 60 && p.0[2] < 60), "the mark line is red");
         let empty = pb::DistanceHistogram { total_pairs: 0, ..sample() };
         assert!(matches!(histogram_png(&empty, &path, (640, 400)), Err(ClientError::NothingToPlot(_))));
+    }
+
+    #[test]
+    fn line_charts_draw_each_line_in_its_colour() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roc.png");
+        let lines = [
+            Line { name: "model", points: vec![(0.0, 0.0), (0.1, 0.7), (1.0, 1.0)], color: LINE_COLORS[0] },
+            Line { name: "descriptor", points: vec![(0.0, 0.0), (0.3, 0.6), (1.0, 1.0)], color: LINE_COLORS[1] },
+        ];
+        lines_png("ROC", ("false positive rate", "true positive rate"), &lines, true, &path, (500, 400)).unwrap();
+        let rgb = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(rgb.dimensions(), (500, 400));
+        for color in &LINE_COLORS[..2] {
+            assert!(rgb.pixels().filter(|p| p.0 == [color.0, color.1, color.2]).count() > 50);
+        }
+        let empty = [Line { name: "none", points: vec![], color: LINE_COLORS[0] }];
+        assert!(matches!(
+            lines_png("x", ("a", "b"), &empty, false, &path, (100, 100)),
+            Err(ClientError::NothingToPlot(_))
+        ));
     }
 
     #[test]

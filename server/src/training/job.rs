@@ -210,7 +210,7 @@ pub fn plan_training(training: &Training, request: TrainRequest) -> Result<Train
 }
 
 enum Outcome {
-    Done(ModelRecord),
+    Done(Box<ModelRecord>),
     Stopped(String),
 }
 
@@ -270,9 +270,19 @@ fn score(
     for part in chosen.chunks(SCORE_BATCH) {
         let (xa, xb, y) = batch_tensors(inputs, pairs, part, device)?;
         distances.extend(model.distances(&xa, &xb)?.to_vec1::<f32>()?.into_iter().map(f64::from));
-        loss_sum += f64::from(model.loss(&xa, &xb, &y, hyper)?.detach().to_scalar::<f32>()?) * part.len() as f64;
+        let value = f64::from(model.loss(&xa, &xb, &y, hyper)?.detach().to_scalar::<f32>()?);
+        loss_sum += per_pair(model, value, part.len()) * part.len() as f64;
     }
     Ok((distances, loss_sum / chosen.len().max(1) as f64))
+}
+
+/// A batch's loss as a per-pair figure, so batches of any size compare: the geometry-aware
+/// loss is a sum over the batch (as the method writes it), the others are means already.
+fn per_pair(model: &Siamese, batch_loss: f64, batch: usize) -> f64 {
+    match model.loss {
+        LossKind::GeometryAware => batch_loss / batch.max(1) as f64,
+        _ => batch_loss,
+    }
 }
 
 /// Descriptor distances of the chosen pairs (the baseline).
@@ -345,7 +355,8 @@ fn train(training: &Training, handle: &JobHandle, plan: &TrainingPlan) -> Result
         let epoch_started = Instant::now();
         train_idx.shuffle(&mut ChaCha8Rng::seed_from_u64(hyper.seed.wrapping_add(u64::from(epoch))));
         let (mut loss_sum, mut seen) = (0.0, 0usize);
-        for chunk in train_idx.chunks(hyper.batch_size as usize) {
+        let batches = train_idx.len().div_ceil(hyper.batch_size as usize);
+        for (batch, chunk) in train_idx.chunks(hyper.batch_size as usize).enumerate() {
             if handle.is_cancelled() {
                 return Ok(Outcome::Stopped(format!("stopped in epoch {epoch} of {epochs}; no model was stored")));
             }
@@ -358,8 +369,12 @@ fn train(training: &Training, handle: &JobHandle, plan: &TrainingPlan) -> Result
                 )));
             }
             optimizer.backward_step(&loss)?;
-            loss_sum += value * chunk.len() as f64;
+            loss_sum += per_pair(&model, value, chunk.len()) * chunk.len() as f64;
             seen += chunk.len();
+            if batches > 1 {
+                let message = format!("epoch {epoch}/{epochs}: batch {}/{batches}", batch + 1);
+                handle.progress(u64::from(epoch - 1), u64::from(epochs), message)?;
+            }
         }
         let train_seconds = epoch_started.elapsed().as_secs_f64();
         let (validation_distances, validation_loss) = score(&model, inputs, pairs, &validation_idx, hyper, device)?;
@@ -453,7 +468,7 @@ fn train(training: &Training, handle: &JobHandle, plan: &TrainingPlan) -> Result
         best_epoch,
     };
     training.store.insert_model(&model_record, &evaluation)?;
-    Ok(Outcome::Done(model_record))
+    Ok(Outcome::Done(Box::new(model_record)))
 }
 
 /// The API's `DistanceMetric` numbers.

@@ -8,7 +8,7 @@ mod job;
 pub mod loss;
 pub mod metrics;
 pub mod nets;
-mod optim;
+pub mod optim;
 mod siamese;
 #[cfg(test)]
 mod tests;
