@@ -279,3 +279,85 @@ async fn annotator_labels_in_the_terminal_and_a_simulated_crowd_finishes_the_bat
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_researcher_trains_shows_evaluates_and_activates_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    // Four demo people with their first four images, and an LFW-format list of their pairs.
+    let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../datasets/lfw-demo");
+    let faces = dir.path().join("faces");
+    let people = ["Colin_Powell", "Serena_Williams", "George_W_Bush", "Tony_Blair"];
+    let mut lines = Vec::new();
+    for (i, person) in people.iter().enumerate() {
+        std::fs::create_dir_all(faces.join(person)).unwrap();
+        for n in 1..=4 {
+            let file = format!("{person}_{n:04}.jpg");
+            std::fs::copy(demo.join(person).join(&file), faces.join(person).join(&file)).unwrap();
+        }
+        for (a, b) in [(1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4)] {
+            lines.push(format!("{person}\t{a}\t{b}"));
+        }
+        for other in &people[i + 1..] {
+            for n in 1..=4 {
+                lines.push(format!("{person}\t{n}\t{other}\t{}", 5 - n));
+            }
+        }
+    }
+    let pairs = dir.path().join("pairs.txt");
+    std::fs::write(&pairs, format!("{}\n{}\n", lines.len(), lines.join("\n"))).unwrap();
+    let plots = dir.path().join("plots");
+    let (faces, pairs, plots) =
+        (faces.to_str().unwrap().to_string(), pairs.to_str().unwrap().to_string(), plots.to_path_buf());
+    with_server(&data_dir, move |server| {
+        let (ok, _, err) = facesim(&server, ADMIN, &["dataset", "import", &faces, "--dataset", "four", "--wait"]);
+        assert!(ok, "{err}");
+        let train = ["train", "start", "--arch", "gaml", "--pairs", &pairs, "--dataset", "four"];
+        let (ok, out, err) = facesim(
+            &server,
+            ADMIN,
+            &[&train[..], &["--epochs", "3", "--batch-size", "8", "--seed", "4", "--split", "6:2:2"]].concat(),
+        );
+        assert!(ok, "{out} {err}");
+        assert!(out.contains("training job 2 started on cpu for model gaml/1"), "{out}");
+        let epochs: Vec<&str> = out.lines().filter(|l| l.starts_with("epoch ")).collect();
+        assert_eq!(epochs.len(), 3, "one line per epoch: {out}");
+        assert!(epochs[2].starts_with("epoch    3/3: train loss") && epochs[2].contains("validation AUC"), "{out}");
+        assert!(out.contains("job 2 succeeded: model gaml/1: test ROC-AUC"), "{out}");
+
+        let (ok, out, _) = facesim(&server, ADMIN, &["models", "list"]);
+        let rows: Vec<&str> = out.lines().skip(1).collect();
+        assert!(ok && rows.len() == 2, "{out}");
+        assert!(rows[0].starts_with("descriptor/v1  active") && rows[1].starts_with("gaml/1         ready"), "{out}");
+        assert!(rows[1].contains("geometry-aware") && rows[1].contains(" 48 "), "{out}");
+
+        let plots_arg = plots.to_str().unwrap();
+        let (ok, out, err) = facesim(&server, ADMIN, &["models", "show", "gaml/1", "--plots", plots_arg]);
+        assert!(ok, "{err}");
+        assert!(out.contains("settings:     3 epochs, batch 8, adam lr 0.0001"), "{out}");
+        assert!(out.contains("seed 4") && out.contains("descriptor/v1"), "{out}");
+        for png in ["roc.png", "loss.png"] {
+            let picture = image::open(plots.join(png)).expect("a readable PNG");
+            assert!(picture.width() >= 600, "{png}");
+        }
+
+        let (ok, out, err) = facesim(
+            &server,
+            ADMIN,
+            &["train", "evaluate", "--model", "gaml/1", "--pairs", &pairs, "--dataset", "four"],
+        );
+        assert!(ok && out.contains("of gaml/1 on 48 pairs: ROC-AUC"), "{out} {err}");
+        let (ok, out, _) = facesim(&server, ADMIN, &["train", "evaluations"]);
+        assert!(ok && out.lines().count() == 3, "header, the training's and the new evaluation: {out}");
+        let (ok, out, _) = facesim(&server, ADMIN, &["models", "activate", "gaml/1"]);
+        assert!(ok && out.trim() == "gaml/1 is now the active model", "{out}");
+        let (ok, out, _) = facesim(&server, ADMIN, &["train", "list"]);
+        assert!(ok && out.lines().nth(1).unwrap().contains("succeeded"), "{out}");
+
+        let (ok, _, err) = facesim(&server, ADMIN, &["train", "start", "--arch", "cnn", "--split", "8:1"]);
+        assert!(!ok && err.contains("--split takes three"), "{err}");
+        let (ok, _, err) = facesim(&server, ADMIN, &["models", "show", "cnn/9"]);
+        assert!(!ok && err.contains("no model \"cnn/9\""), "{err}");
+    })
+    .await;
+}

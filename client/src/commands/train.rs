@@ -313,10 +313,7 @@ async fn follow(client: &Client, job_id: u64) -> anyhow::Result<()> {
             ));
             if t.epoch > printed {
                 printed = t.epoch;
-                bar.println(format!(
-                    "epoch {:>4}/{}: train loss {:.5}  validation loss {:.5}  validation AUC {:.4}  {:.0} pairs/s",
-                    t.epoch, t.epochs, t.train_loss, t.validation_loss, t.validation_auc, t.pairs_per_second
-                ));
+                bar.suspend(|| println!("{}", epoch_line(t)));
             }
         } else if let Some(job) = &event.job {
             bar.set_message(job.message.clone());
@@ -325,12 +322,27 @@ async fn follow(client: &Client, job_id: u64) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     let job = last.ok_or_else(|| anyhow::anyhow!("the server sent no state for job {job_id}"))?;
+    if job.state == pb::JobState::Succeeded as i32 {
+        // Watching coalesces updates: epochs that went by between two events come from the model.
+        let request = pb::GetModelRequest { model_id: job.model_id.clone() };
+        let model = client.models().get_model(request).await.map_err(ClientError::from)?.into_inner();
+        for epoch in model.history.iter().filter(|e| e.epoch > printed) {
+            println!("{}", epoch_line(epoch));
+        }
+    }
     println!("job {} {}: {}", job.id, state_name(job.state), job.message);
     if job.state != pb::JobState::Succeeded as i32 {
         anyhow::bail!("training job {} ended {}", job.id, state_name(job.state));
     }
     println!("see it with: facesim models show {}", job.model_id);
     Ok(())
+}
+
+fn epoch_line(t: &pb::TrainingProgress) -> String {
+    format!(
+        "epoch {:>4}/{}: train loss {:.5}  validation loss {:.5}  validation AUC {:.4}  {:.0} pairs/s",
+        t.epoch, t.epochs, t.train_loss, t.validation_loss, t.validation_auc, t.pairs_per_second
+    )
 }
 
 fn arch_name(a: i32) -> &'static str {

@@ -116,7 +116,9 @@ async fn crowd_labels_train_a_gaml_model_that_is_registered_and_activated() {
         ..Default::default()
     };
     let (job, epochs) = train(&researcher, request).await;
-    assert_eq!(epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(), vec![1, 2, 3, 4], "one event per epoch");
+    // Watching coalesces updates, so fast epochs may share an event; the last one always comes.
+    let seen: Vec<u32> = epochs.iter().map(|e| e.epoch).collect();
+    assert!(seen.windows(2).all(|w| w[0] < w[1]) && seen.last() == Some(&4), "epoch events {seen:?}");
     assert!(epochs.iter().all(|e| e.epochs == 4 && e.train_loss.is_finite() && e.pairs_per_second > 0.0));
     let model_id = job.model_id.clone();
     assert!(model_id.starts_with("gaml/"), "{model_id}");
@@ -223,7 +225,7 @@ async fn pair_lists_train_a_cnn_and_bad_requests_get_precise_statuses() {
         ..Default::default()
     };
     let (job, epochs) = train(&researcher, request).await;
-    assert_eq!(epochs.len(), 1);
+    assert_eq!(epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(), vec![1]);
     let model = researcher.models().get_model(pb::GetModelRequest { model_id: job.model_id.clone() }).await;
     let model = model.unwrap().into_inner();
     assert!(model.id.starts_with("cnn/"));
