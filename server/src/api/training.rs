@@ -44,24 +44,10 @@ fn data_source(labels: Option<pb::LabelSource>, pair_list: Option<pb::PairListSo
     }
 }
 
-fn overrides(h: Option<pb::Hyperparameters>) -> Result<HyperparameterOverrides, Status> {
+/// The request's settings; zero means "the default". The domain checks the merged values.
+fn overrides(h: Option<pb::Hyperparameters>) -> HyperparameterOverrides {
     let h = h.unwrap_or_default();
-    for (name, value) in [
-        ("learning_rate", h.learning_rate),
-        ("momentum", h.momentum),
-        ("margin", h.margin),
-        ("alpha", h.alpha),
-        ("beta", h.beta),
-        ("lambda", h.lambda),
-        ("epsilon", h.epsilon),
-    ] {
-        if !value.is_finite() || value < 0.0 {
-            return Err(Status::invalid_argument(format!(
-                "hyperparameters.{name} must be a finite number >= 0 (0 = default), got {value}"
-            )));
-        }
-    }
-    Ok(HyperparameterOverrides {
+    HyperparameterOverrides {
         epochs: h.epochs,
         batch_size: h.batch_size,
         learning_rate: h.learning_rate,
@@ -72,7 +58,7 @@ fn overrides(h: Option<pb::Hyperparameters>) -> Result<HyperparameterOverrides, 
         lambda: h.lambda,
         epsilon: h.epsilon,
         seed: h.seed,
-    })
+    }
 }
 
 fn scores(record: &ScoresRecord) -> pb::ModelScores {
@@ -219,7 +205,7 @@ impl TrainingService for TrainingApi {
             architecture,
             loss,
             data,
-            overrides: overrides(req.hyperparameters)?,
+            overrides: overrides(req.hyperparameters),
             device: req.device,
             name: req.name,
             split: req.split,
