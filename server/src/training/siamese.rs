@@ -100,10 +100,7 @@ impl Siamese {
 
     /// The loss of a batch of pairs with targets `y`.
     pub fn loss(&self, xa: &Tensor, xb: &Tensor, y: &Tensor, h: &Hyperparameters) -> candle_core::Result<Tensor> {
-        // One pass through the tower for both sides: the shared weights see the whole batch.
-        let n = xa.dim(0)?;
-        let both = self.tower(&Tensor::cat(&[xa, xb], 0)?)?;
-        let (fa, fb) = (both.narrow(0, 0, n)?, both.narrow(0, n, n)?);
+        let (fa, fb) = self.both_sides(xa, xb)?;
         match self.loss {
             LossKind::Contrastive => {
                 let (fa, fb) = self.normalise_gaml(fa, fb)?;
@@ -124,9 +121,8 @@ impl Siamese {
 
     /// Distances of pairs (smaller = more similar), shape (N,).
     pub fn distances(&self, xa: &Tensor, xb: &Tensor) -> candle_core::Result<Tensor> {
-        let n = xa.dim(0)?;
-        let both = self.tower(&Tensor::cat(&[xa, xb], 0)?)?.detach();
-        let (fa, fb) = (both.narrow(0, 0, n)?, both.narrow(0, n, n)?);
+        let (fa, fb) = self.both_sides(xa, xb)?;
+        let (fa, fb) = (fa.detach(), fb.detach());
         match self.loss {
             LossKind::Contrastive => {
                 let (fa, fb) = self.normalise_gaml(fa, fb)?;
@@ -138,6 +134,13 @@ impl Siamese {
                 1.0 - candle_nn::ops::sigmoid(&self.head()?.logits(&fa, &fb)?.detach())?
             }
         }
+    }
+
+    /// The tower's outputs for both sides, from one pass: the shared weights see the whole batch.
+    fn both_sides(&self, xa: &Tensor, xb: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let n = xa.dim(0)?;
+        let both = self.tower(&Tensor::cat(&[xa, xb], 0)?)?;
+        Ok((both.narrow(0, 0, n)?, both.narrow(0, n, n)?))
     }
 
     fn normalise_gaml(&self, fa: Tensor, fb: Tensor) -> candle_core::Result<(Tensor, Tensor)> {
