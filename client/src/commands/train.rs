@@ -49,22 +49,25 @@ pub struct Data {
     dataset: Option<String>,
 }
 
+/// A data source read from the command line.
+enum Source {
+    Labels(pb::LabelSource),
+    PairList(pb::PairListSource),
+}
+
 impl Data {
-    fn source(&self) -> anyhow::Result<(Option<pb::LabelSource>, Option<pb::PairListSource>)> {
+    fn source(&self) -> anyhow::Result<Source> {
         match &self.pairs {
             Some(path) => {
                 let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
                 let dataset = self.dataset.clone().unwrap_or_default();
-                Ok((None, Some(pb::PairListSource { dataset, pairs_text: text })))
+                Ok(Source::PairList(pb::PairListSource { dataset, pairs_text: text }))
             }
-            None => Ok((
-                Some(pb::LabelSource {
-                    batch_ids: self.batches.clone(),
-                    unanimous_only: self.unanimous,
-                    soft_labels: self.soft_labels,
-                }),
-                None,
-            )),
+            None => Ok(Source::Labels(pb::LabelSource {
+                batch_ids: self.batches.clone(),
+                unanimous_only: self.unanimous,
+                soft_labels: self.soft_labels,
+            })),
         }
     }
 }
@@ -196,11 +199,9 @@ pub async fn run(client: &Client, command: TrainCommand) -> anyhow::Result<()> {
                     Loss::HeadFocal => pb::LossFunction::HeadFocal,
                 }) as i32
             });
-            let (labels, pair_list) = data.source()?;
-            let data = match (labels, pair_list) {
-                (_, Some(p)) => pb::start_training_request::Data::PairList(p),
-                (Some(l), None) => pb::start_training_request::Data::Labels(l),
-                (None, None) => unreachable!("one source is always set"),
+            let data = match data.source()? {
+                Source::PairList(p) => pb::start_training_request::Data::PairList(p),
+                Source::Labels(l) => pb::start_training_request::Data::Labels(l),
             };
             let request = pb::StartTrainingRequest {
                 architecture,
@@ -261,9 +262,8 @@ pub async fn run(client: &Client, command: TrainCommand) -> anyhow::Result<()> {
         }
         TrainCommand::Evaluate { model, data } => {
             let data = match data.source()? {
-                (_, Some(p)) => pb::start_evaluation_request::Data::PairList(p),
-                (Some(l), None) => pb::start_evaluation_request::Data::Labels(l),
-                (None, None) => unreachable!("one source is always set"),
+                Source::PairList(p) => pb::start_evaluation_request::Data::PairList(p),
+                Source::Labels(l) => pb::start_evaluation_request::Data::Labels(l),
             };
             let request = pb::StartEvaluationRequest { model_id: model, data: Some(data) };
             let job = client.training().start_evaluation(request).await.map_err(ClientError::from)?.into_inner();

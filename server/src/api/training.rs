@@ -27,21 +27,23 @@ impl TrainingApi {
     }
 }
 
-fn data_source(labels: Option<pb::LabelSource>, pair_list: Option<pb::PairListSource>) -> Result<DataSource, Status> {
-    match (labels, pair_list) {
-        (Some(l), None) => Ok(DataSource::Labels(LabelQuery {
-            batch_ids: l.batch_ids,
-            unanimous_only: l.unanimous_only,
-            soft_labels: l.soft_labels,
-        })),
-        (None, Some(p)) => {
-            if p.dataset.is_empty() {
-                return Err(Status::invalid_argument("pair_list.dataset must name the dataset the pairs refer to"));
-            }
-            Ok(DataSource::PairList { dataset: p.dataset, text: p.pairs_text })
-        }
-        _ => Err(Status::invalid_argument("set the data: `labels` (crowd labels) or `pair_list` (a pairs file)")),
+fn labels(l: pb::LabelSource) -> DataSource {
+    DataSource::Labels(LabelQuery {
+        batch_ids: l.batch_ids,
+        unanimous_only: l.unanimous_only,
+        soft_labels: l.soft_labels,
+    })
+}
+
+fn pair_list(p: pb::PairListSource) -> Result<DataSource, Status> {
+    if p.dataset.is_empty() {
+        return Err(Status::invalid_argument("pair_list.dataset must name the dataset the pairs refer to"));
     }
+    Ok(DataSource::PairList { dataset: p.dataset, text: p.pairs_text })
+}
+
+fn no_data() -> Status {
+    Status::invalid_argument("set the data: `labels` (crowd labels) or `pair_list` (a pairs file)")
 }
 
 /// The request's settings; zero means "the default". The domain checks the merged values.
@@ -197,9 +199,9 @@ impl TrainingService for TrainingApi {
             Err(_) => return Err(Status::invalid_argument(format!("unknown loss function {}", req.loss))),
         };
         let data = match req.data {
-            Some(pb::start_training_request::Data::Labels(l)) => data_source(Some(l), None)?,
-            Some(pb::start_training_request::Data::PairList(p)) => data_source(None, Some(p))?,
-            None => data_source(None, None)?,
+            Some(pb::start_training_request::Data::Labels(l)) => labels(l),
+            Some(pb::start_training_request::Data::PairList(p)) => pair_list(p)?,
+            None => return Err(no_data()),
         };
         let request = TrainRequest {
             architecture,
@@ -227,9 +229,9 @@ impl TrainingService for TrainingApi {
         let caller = principal(&request)?;
         let req = request.into_inner();
         let data = match req.data {
-            Some(pb::start_evaluation_request::Data::Labels(l)) => data_source(Some(l), None)?,
-            Some(pb::start_evaluation_request::Data::PairList(p)) => data_source(None, Some(p))?,
-            None => data_source(None, None)?,
+            Some(pb::start_evaluation_request::Data::Labels(l)) => labels(l),
+            Some(pb::start_evaluation_request::Data::PairList(p)) => pair_list(p)?,
+            None => return Err(no_data()),
         };
         let state = self.state.clone();
         let job = blocking(move || {

@@ -187,7 +187,7 @@ pub fn plan_training(training: &Training, request: TrainRequest) -> Result<Train
             )));
         }
     }
-    let ids: Vec<u64> = pairs.iter().flat_map(|p| [p.image_a, p.image_b]).collect();
+    let ids = image_ids(&pairs);
     let vectors = Inputs::vectors(&training.store, &ids)?;
     let n = training.store.next_id("models")?;
     let model_id = format!("{}/{n}", architecture.slug());
@@ -257,8 +257,25 @@ fn batch_tensors(
     Ok((inputs.batch(&a, device)?, inputs.batch(&b, device)?, Tensor::from_vec(y, chosen.len(), device)?))
 }
 
-/// The model's distances of the chosen pairs, and their mean loss.
-fn score(
+/// The model's distances of the chosen pairs.
+fn distances(
+    model: &Siamese,
+    inputs: &Inputs,
+    pairs: &[LabelledPair],
+    chosen: &[usize],
+    device: &Device,
+) -> Result<Vec<f64>, TrainingError> {
+    let mut out = Vec::with_capacity(chosen.len());
+    for part in chosen.chunks(SCORE_BATCH) {
+        let (xa, xb, _) = batch_tensors(inputs, pairs, part, device)?;
+        out.extend(model.distances(&xa, &xb)?.to_vec1::<f32>()?.into_iter().map(f64::from));
+    }
+    Ok(out)
+}
+
+/// The model's distances of the validation pairs and their mean loss per pair, from one
+/// forward pass per batch.
+fn validate(
     model: &Siamese,
     inputs: &Inputs,
     pairs: &[LabelledPair],
@@ -266,14 +283,19 @@ fn score(
     hyper: &Hyperparameters,
     device: &Device,
 ) -> Result<(Vec<f64>, f64), TrainingError> {
-    let (mut distances, mut loss_sum) = (Vec::with_capacity(chosen.len()), 0.0);
+    let (mut out, mut loss_sum) = (Vec::with_capacity(chosen.len()), 0.0);
     for part in chosen.chunks(SCORE_BATCH) {
         let (xa, xb, y) = batch_tensors(inputs, pairs, part, device)?;
-        distances.extend(model.distances(&xa, &xb)?.to_vec1::<f32>()?.into_iter().map(f64::from));
-        let value = f64::from(model.loss(&xa, &xb, &y, hyper)?.detach().to_scalar::<f32>()?);
-        loss_sum += per_pair(model, value, part.len()) * part.len() as f64;
+        let (d, loss) = model.distances_and_loss(&xa, &xb, &y, hyper)?;
+        out.extend(d.to_vec1::<f32>()?.into_iter().map(f64::from));
+        loss_sum += per_pair(model, f64::from(loss.to_scalar::<f32>()?), part.len()) * part.len() as f64;
     }
-    Ok((distances, loss_sum / chosen.len().max(1) as f64))
+    Ok((out, loss_sum / chosen.len().max(1) as f64))
+}
+
+/// Every image of the pairs, sides a and b in turn (repeats are skipped by [`Inputs`]).
+fn image_ids(pairs: &[LabelledPair]) -> Vec<u64> {
+    pairs.iter().flat_map(|p| [p.image_a, p.image_b]).collect()
 }
 
 /// A batch's loss as a per-pair figure, so batches of any size compare: the geometry-aware
@@ -297,7 +319,7 @@ fn descriptor_distances(vectors: &Inputs, pairs: &[LabelledPair], chosen: &[usiz
 }
 
 /// A model's figures on scored test pairs at a threshold.
-pub fn scores_of(model_id: &str, distances: &[f64], same: &[bool], threshold: f64) -> ScoresRecord {
+fn scores_of(model_id: &str, distances: &[f64], same: &[bool], threshold: f64) -> ScoresRecord {
     ScoresRecord {
         model_id: model_id.to_string(),
         roc_auc: metrics::roc_auc(distances, same).unwrap_or(0.5),
@@ -322,8 +344,7 @@ fn train(training: &Training, handle: &JobHandle, plan: &TrainingPlan) -> Result
         Architecture::SiameseGaml => &plan.vectors,
         Architecture::SiameseCnn => {
             handle.progress(0, u64::from(hyper.epochs), "loading face crops")?;
-            let ids: Vec<u64> = pairs.iter().flat_map(|p| [p.image_a, p.image_b]).collect();
-            images = Inputs::images(&training.datasets, &ids, nets::CNN_SIDE)?;
+            images = Inputs::images(&training.datasets, &image_ids(pairs), nets::CNN_SIDE)?;
             &images
         }
     };
@@ -377,7 +398,7 @@ fn train(training: &Training, handle: &JobHandle, plan: &TrainingPlan) -> Result
             }
         }
         let train_seconds = epoch_started.elapsed().as_secs_f64();
-        let (validation_distances, validation_loss) = score(&model, inputs, pairs, &validation_idx, hyper, device)?;
+        let (validation_distances, validation_loss) = validate(&model, inputs, pairs, &validation_idx, hyper, device)?;
         let validation_auc = metrics::roc_auc(&validation_distances, &validation_same).unwrap_or(0.5);
         let record = EpochRecord {
             epoch,
@@ -414,9 +435,9 @@ fn train(training: &Training, handle: &JobHandle, plan: &TrainingPlan) -> Result
 
     // The kept weights are the epoch with the best validation AUC.
     model.reload(&best_path)?;
-    let (validation_distances, _) = score(&model, inputs, pairs, &validation_idx, hyper, device)?;
+    let validation_distances = distances(&model, inputs, pairs, &validation_idx, device)?;
     let threshold = metrics::best_threshold(&validation_distances, &validation_same);
-    let (test_distances, _) = score(&model, inputs, pairs, &test_idx, hyper, device)?;
+    let test_distances = distances(&model, inputs, pairs, &test_idx, device)?;
     let test_same = same_of(pairs, &test_idx);
     let scores = scores_of(&plan.model_id, &test_distances, &test_same, threshold);
     let baseline_threshold =
@@ -505,8 +526,7 @@ pub fn plan_evaluation(training: &Training, model_id: &str, data: DataSource) ->
             pairs.len()
         )));
     }
-    let ids: Vec<u64> = pairs.iter().flat_map(|p| [p.image_a, p.image_b]).collect();
-    let vectors = Inputs::vectors(&training.store, &ids)?;
+    let vectors = Inputs::vectors(&training.store, &image_ids(&pairs))?;
     let model_id = model.as_ref().map(|m| m.id.clone()).unwrap_or_else(|| descriptor::MODEL_ID.to_string());
     Ok(EvaluationPlan { model_id, model, pairs, vectors })
 }
@@ -546,28 +566,24 @@ fn evaluate(
             let model = load(record, &device)?;
             let images;
             let inputs = if record.architecture == Architecture::SiameseCnn as i32 {
-                let ids: Vec<u64> = pairs.iter().flat_map(|p| [p.image_a, p.image_b]).collect();
-                images = Inputs::images(&training.datasets, &ids, nets::CNN_SIDE)?;
+                images = Inputs::images(&training.datasets, &image_ids(pairs), nets::CNN_SIDE)?;
                 &images
             } else {
                 &plan.vectors
             };
-            let hyper: Hyperparameters = serde_json::from_str(&record.hyperparameters_json)
-                .unwrap_or_else(|_| Hyperparameters::defaults(model.architecture, model.loss));
-            let mut distances = Vec::with_capacity(pairs.len());
+            let mut scored = Vec::with_capacity(pairs.len());
             for (k, part) in all.chunks(SCORE_BATCH).enumerate() {
                 if handle.is_cancelled() {
                     return Ok(None);
                 }
-                let (d, _) = score(&model, inputs, pairs, part, &hyper, &device)?;
-                distances.extend(d);
+                scored.extend(distances(&model, inputs, pairs, part, &device)?);
                 handle.progress(
                     ((k + 1) * SCORE_BATCH).min(pairs.len()) as u64,
                     pairs.len() as u64,
                     "scoring pairs",
                 )?;
             }
-            scores_of(&record.id, &distances, &same, f64::from(record.threshold))
+            scores_of(&record.id, &scored, &same, f64::from(record.threshold))
         }
     };
     let evaluation = EvaluationRecord {

@@ -19,7 +19,6 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 pub use data::{parse_pair_list, LabelQuery, LabelledPair, TEST, TRAIN, VALIDATION};
-pub use job::scores_of;
 pub use siamese::Siamese;
 
 use crate::dataset::{DatasetError, Datasets};

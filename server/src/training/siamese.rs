@@ -90,7 +90,10 @@ impl Siamese {
     /// The embedding ranking uses: GAML's and cosine models' outputs are L2-normalised, so
     /// Euclidean distance and cosine similarity agree on the order.
     pub fn embed(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let f = self.tower(x)?;
+        self.project(self.tower(x)?)
+    }
+
+    fn project(&self, f: Tensor) -> candle_core::Result<Tensor> {
         if matches!(self.tower, Tower::Gaml(_)) || self.uses_cosine() {
             nets::l2_normalize(&f)
         } else {
@@ -101,14 +104,44 @@ impl Siamese {
     /// The loss of a batch of pairs with targets `y`.
     pub fn loss(&self, xa: &Tensor, xb: &Tensor, y: &Tensor, h: &Hyperparameters) -> candle_core::Result<Tensor> {
         let (fa, fb) = self.both_sides(xa, xb)?;
+        self.loss_of(fa, fb, xa, xb, y, h)
+    }
+
+    /// Distances of pairs (smaller = more similar), shape (N,).
+    pub fn distances(&self, xa: &Tensor, xb: &Tensor) -> candle_core::Result<Tensor> {
+        let (fa, fb) = self.both_sides(xa, xb)?;
+        self.distances_of(fa.detach(), fb.detach())
+    }
+
+    /// Distances and the (detached) loss of a batch from one pass through the tower.
+    pub fn distances_and_loss(
+        &self,
+        xa: &Tensor,
+        xb: &Tensor,
+        y: &Tensor,
+        h: &Hyperparameters,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let (fa, fb) = self.both_sides(xa, xb)?;
+        let (fa, fb) = (fa.detach(), fb.detach());
+        Ok((self.distances_of(fa.clone(), fb.clone())?, self.loss_of(fa, fb, xa, xb, y, h)?.detach()))
+    }
+
+    fn loss_of(
+        &self,
+        fa: Tensor,
+        fb: Tensor,
+        xa: &Tensor,
+        xb: &Tensor,
+        y: &Tensor,
+        h: &Hyperparameters,
+    ) -> candle_core::Result<Tensor> {
         match self.loss {
             LossKind::Contrastive => {
-                let (fa, fb) = self.normalise_gaml(fa, fb)?;
-                loss::contrastive(&nets::euclidean(&fa, &fb)?, y, h.margin)
+                loss::contrastive(&nets::euclidean(&self.project(fa)?, &self.project(fb)?)?, y, h.margin)
             }
             LossKind::GeometryAware => {
                 let d0 = nets::euclidean(&nets::l2_normalize(xa)?, &nets::l2_normalize(xb)?)?;
-                let d = nets::euclidean(&nets::l2_normalize(&fa)?, &nets::l2_normalize(&fb)?)?;
+                let d = nets::euclidean(&self.project(fa)?, &self.project(fb)?)?;
                 loss::geometry_aware(&d, &d0, y, h.alpha, h.margin)
             }
             LossKind::MiningContrastive => {
@@ -119,16 +152,9 @@ impl Siamese {
         }
     }
 
-    /// Distances of pairs (smaller = more similar), shape (N,).
-    pub fn distances(&self, xa: &Tensor, xb: &Tensor) -> candle_core::Result<Tensor> {
-        let (fa, fb) = self.both_sides(xa, xb)?;
-        let (fa, fb) = (fa.detach(), fb.detach());
+    fn distances_of(&self, fa: Tensor, fb: Tensor) -> candle_core::Result<Tensor> {
         match self.loss {
-            LossKind::Contrastive => {
-                let (fa, fb) = self.normalise_gaml(fa, fb)?;
-                nets::euclidean(&fa, &fb)
-            }
-            LossKind::GeometryAware => nets::euclidean(&nets::l2_normalize(&fa)?, &nets::l2_normalize(&fb)?),
+            LossKind::Contrastive | LossKind::GeometryAware => nets::euclidean(&self.project(fa)?, &self.project(fb)?),
             LossKind::MiningContrastive => 1.0 - nets::cosine(&fa, &fb)?,
             LossKind::HeadBce | LossKind::HeadFocal => {
                 1.0 - candle_nn::ops::sigmoid(&self.head()?.logits(&fa, &fb)?.detach())?
@@ -141,13 +167,6 @@ impl Siamese {
         let n = xa.dim(0)?;
         let both = self.tower(&Tensor::cat(&[xa, xb], 0)?)?;
         Ok((both.narrow(0, 0, n)?, both.narrow(0, n, n)?))
-    }
-
-    fn normalise_gaml(&self, fa: Tensor, fb: Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        match self.tower {
-            Tower::Gaml(_) => Ok((nets::l2_normalize(&fa)?, nets::l2_normalize(&fb)?)),
-            Tower::Cnn(_) => Ok((fa, fb)),
-        }
     }
 
     fn head(&self) -> candle_core::Result<&Head> {
