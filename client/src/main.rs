@@ -65,11 +65,13 @@ enum Command {
     /// Benchmarks against a running server.
     #[command(subcommand)]
     Bench(commands::labeling::BenchCommand),
+    /// The faces most like a face (a stored image id or an image file), by the active model.
+    Rank(commands::rank::RankArgs),
     /// Compare two faces (stored image ids or image files).
     Compare {
         a: String,
         b: String,
-        /// Model id (default: the pretrained descriptor).
+        /// Model id (default: the active model).
         #[arg(long, default_value = "")]
         model: String,
     },
@@ -112,6 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models(command) => commands::train::models(&client, command).await,
         Command::Crowd(command) => commands::labeling::crowd(&client, command).await,
         Command::Bench(command) => commands::labeling::bench(&client, command).await,
+        Command::Rank(args) => commands::rank::rank(&client, args).await,
         Command::Compare { a, b, model } => commands::faces::compare(&client, &a, &b, &model).await,
         Command::Embed { face, model } => commands::faces::embed(&client, &face, &model).await,
         Command::Eval(command) => commands::eval::run(&client, command).await,

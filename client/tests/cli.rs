@@ -132,6 +132,40 @@ async fn import_waits_for_embeddings_then_faces_compare_and_pairs_are_proposed()
 
         let (ok, out, _) = facesim(&server, ADMIN, &["embed", "5"]);
         assert!(ok && out.split_whitespace().count() == 128, "{out}");
+
+        // Ranking: new images become searchable within about a second of being embedded.
+        let mut tries = 0;
+        let out = loop {
+            let (ok, out, err) = facesim(&server, ADMIN, &["rank", "1", "-k", "10"]);
+            assert!(ok, "{err}");
+            if out.lines().count() == 2 + 5 || tries == 50 {
+                break out;
+            }
+            tries += 1;
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        assert!(out.starts_with("model descriptor/v1 · Euclidean distance · exact search · 5 results"), "{out}");
+        let first: Vec<&str> = out.lines().nth(2).unwrap().split_whitespace().collect();
+        assert!(first[0] == "1" && ["2", "3"].contains(&first[1]) && first[3].starts_with("Colin_Powell"), "{out}");
+        let (ok, out, _) = facesim(&server, ADMIN, &["rank", &colin, "--group", "-k", "5"]);
+        let rows: Vec<Vec<&str>> = out.lines().skip(2).map(|l| l.split_whitespace().collect()).collect();
+        assert!(ok && rows.len() == 2, "{out}");
+        assert!(rows[0][3].starts_with("Colin_Powell") && rows[0][5] == "3", "{out}");
+        let (ok, out, _) = facesim(&server, ADMIN, &["rank", "1", "--exclude-identity", "--metric", "cosine"]);
+        assert!(ok && out.contains("cosine similarity") && !out.contains("Colin_Powell"), "{out}");
+        let (ok, _, err) = facesim(&server, ADMIN, &["rank", "1", "-k", "5000"]);
+        assert!(!ok && err.contains("k must be 1-1000"), "{err}");
+
+        // Retrieval: each of the 6 images a probe against the other 5.
+        let (ok, out, err) = facesim(&server, ADMIN, &["eval", "retrieval", "--dataset", "two-people"]);
+        assert!(ok, "{err}");
+        assert!(out.contains("6 probes, 2 identities, model descriptor/v1"), "{out}");
+        let figure = |name: &str| -> f64 {
+            let line = out.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in {out}"));
+            line.split_whitespace().last().unwrap().parse().unwrap()
+        };
+        // Two people the descriptor tells apart: every probe's own person comes first.
+        assert_eq!((figure("mAP"), figure("Rank@1 "), figure("Rank@5 ")), (1.0, 1.0, 1.0), "{out}");
         let (ok, _, err) = facesim(&server, ADMIN, &["compare", "1", "/no/such/file.jpg"]);
         assert!(!ok && err.contains("cannot read image file"), "{err}");
         let (ok, _, err) = facesim(&server, ADMIN, &["compare", "1", "999"]);

@@ -76,6 +76,15 @@ pub struct Config {
     /// The most pairs one proposal may store (a threshold that matches more fails clearly).
     #[arg(long, env = "FACESIM_MAX_PROPOSAL_PAIRS", default_value_t = 1_000_000)]
     pub max_proposal_pairs: usize,
+
+    /// Galleries of at least this many images are ranked with the approximate (HNSW) index
+    /// unless a query asks for exact search.
+    #[arg(long, env = "FACESIM_RANK_APPROX_MIN", default_value_t = 100_000)]
+    pub rank_approx_min: usize,
+
+    /// Candidate list length of approximate searches (higher: better recall, slower).
+    #[arg(long, env = "FACESIM_RANK_EF", default_value_t = 128)]
+    pub rank_ef: usize,
 }
 
 impl Config {

@@ -91,7 +91,6 @@ pub async fn serve(
     if let Some(job) = embedder.ensure(0)? {
         tracing::info!(job, "embedding job started for images without embeddings");
     }
-    let ranking = ranking::Ranking::new(store.clone(), datasets.clone(), descriptor);
     let labeling = {
         let (store, datasets, labeling_config) = (store.clone(), datasets.clone(), config.labeling());
         tokio::task::spawn_blocking(move || labeling::Labeling::load(store, datasets, labeling_config)).await??
@@ -107,6 +106,11 @@ pub async fn serve(
     let training =
         training::Training::new(store.clone(), datasets.clone(), jobs.clone(), config.data_dir.join("models"), device);
     let registry = models::Registry::new(store.clone());
+    // The active model's ranking index is built in the background; ranking's health says
+    // NOT_SERVING until the first one is ready.
+    let indexes =
+        ranking::Indexes::start(store.clone(), datasets.clone(), registry.clone(), descriptor, config.rank_approx_min);
+    let ranking = ranking::Ranking::new(store.clone(), datasets.clone(), indexes, config.rank_ef);
 
     let addr = listener.local_addr()?;
     let state = Arc::new(state::AppState {
@@ -124,10 +128,11 @@ pub async fn serve(
     });
     on_started(Started { addr, new_admin_token });
     let served = api::run(state.clone(), listener, shutdown).await;
-    let (embedder, jobs) = (state.embedder.clone(), state.jobs.clone());
+    let (embedder, jobs, indexes) = (state.embedder.clone(), state.jobs.clone(), state.ranking.indexes().clone());
     tokio::task::spawn_blocking(move || {
         embedder.shutdown();
         jobs.shutdown();
+        indexes.shutdown();
     })
     .await?;
     state.labeling.shutdown().await;

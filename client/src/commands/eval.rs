@@ -39,6 +39,21 @@ pub enum EvalCommand {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
+    /// Retrieval on a stored identity-labelled dataset: every image of an identity with at least
+    /// `--min-images` images is a probe against all the others; mAP and Rank@1/5/10.
+    Retrieval {
+        /// The dataset (as imported).
+        #[arg(long)]
+        dataset: String,
+        /// Model id (default: the active model).
+        #[arg(long, default_value = "")]
+        model: String,
+        #[arg(long, default_value_t = 2)]
+        min_images: usize,
+        /// Embedding requests in flight.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
 }
 
 /// One pair of the protocol.
@@ -102,7 +117,12 @@ fn cropped_png(path: &Path, crop: u32) -> anyhow::Result<Vec<u8>> {
 }
 
 pub async fn run(client: &Client, command: EvalCommand) -> anyhow::Result<()> {
-    let EvalCommand::Lfw { pairs, images, crop, model, concurrency } = command;
+    let (pairs, images, crop, model, concurrency) = match command {
+        EvalCommand::Lfw { pairs, images, crop, model, concurrency } => (pairs, images, crop, model, concurrency),
+        EvalCommand::Retrieval { dataset, model, min_images, concurrency } => {
+            return super::rank::eval_retrieval(client, &dataset, &model, min_images, concurrency).await;
+        }
+    };
     let images = images.unwrap_or_else(|| pairs.parent().unwrap_or(Path::new(".")).join("images_deepfunneled"));
     let text = std::fs::read_to_string(&pairs).with_context(|| format!("cannot read {}", pairs.display()))?;
     let (folds, pairs) = parse_pairs(&text)?;

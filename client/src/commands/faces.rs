@@ -22,7 +22,8 @@ pub async fn compare(client: &Client, a: &str, b: &str, model: &str) -> anyhow::
     let request = pb::CompareRequest { a: Some(face_input(a)?), b: Some(face_input(b)?), model_id: model.into() };
     let r = client.ranking().compare(request).await.map_err(ClientError::from)?.into_inner();
     let verdict = if r.similar { "same person / look alike" } else { "different-looking" };
-    println!("distance {:.4} (threshold {:.2}, model {}): {verdict}", r.score, r.threshold, r.model_id);
+    let what = if r.metric == pb::DistanceMetric::Cosine as i32 { "similarity" } else { "distance" };
+    println!("{what} {:.4} (threshold {:.2}, model {}): {verdict}", r.score, r.threshold, r.model_id);
     Ok(())
 }
 

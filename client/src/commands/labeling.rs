@@ -143,6 +143,21 @@ pub enum BenchCommand {
         #[arg(long, default_value = "bench")]
         prefix: String,
     },
+    /// Ranking QPS and latency with concurrent callers querying random stored images.
+    Rank {
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        #[arg(short, long, default_value_t = 10)]
+        k: u32,
+        /// Force exact or approximate search (default: by gallery size).
+        #[arg(long, value_enum)]
+        mode: Option<super::rank::ModeArg>,
+        /// Model id (default: the active model).
+        #[arg(long, default_value = "")]
+        model: String,
+    },
 }
 
 fn example_ref(spec: &str) -> anyhow::Result<pb::ExampleRef> {
@@ -643,7 +658,12 @@ pub async fn crowd(client: &Client, command: CrowdCommand) -> anyhow::Result<()>
 }
 
 pub async fn bench(client: &Client, command: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Votes { annotators, seconds, prefix } = command;
+    let (annotators, seconds, prefix) = match command {
+        BenchCommand::Votes { annotators, seconds, prefix } => (annotators, seconds, prefix),
+        BenchCommand::Rank { clients, seconds, k, mode, model } => {
+            return super::rank::bench_rank(client, clients, seconds, k, mode, &model).await;
+        }
+    };
     let crowd = annotator_clients(client, &prefix, annotators).await?;
     // Warm-up: connections, caches.
     let warm = CrowdConfig {

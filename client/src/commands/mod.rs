@@ -7,6 +7,7 @@ pub mod faces;
 pub mod jobs;
 pub mod labeling;
 pub mod pairs;
+pub mod rank;
 pub mod train;
 
 use facesim_client::{pb, Client, ClientError};

@@ -41,7 +41,7 @@ pub const SERVICE_NAMES: [&str; 8] = [
     "facesim.v1.LabelingService",
     "facesim.v1.TrainingService",
     "facesim.v1.ModelService",
-    "facesim.v1.RankingService",
+    RANKING_SERVICE,
 ];
 
 /// Applies the message size limits of the configuration to a generated service.
@@ -50,6 +50,8 @@ macro_rules! limited {
         $server::new($svc).max_decoding_message_size($limit).max_encoding_message_size(64 * 1024 * 1024)
     };
 }
+
+const RANKING_SERVICE: &str = "facesim.v1.RankingService";
 
 /// Serves every facesim service plus health and reflection on `listener` until `shutdown`.
 pub async fn run(
@@ -69,6 +71,19 @@ pub async fn run(
         .register_encoded_file_descriptor_set(facesim_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
+
+    // Ranking serves once its first index is built (moments after start); until then its
+    // health is NOT_SERVING and ranking calls answer UNAVAILABLE.
+    let mut ready = state.ranking.indexes().ready();
+    if !*ready.borrow_and_update() {
+        health.set_service_status(RANKING_SERVICE, tonic_health::ServingStatus::NotServing).await;
+        let health = health.clone();
+        tokio::spawn(async move {
+            if ready.wait_for(|r| *r).await.is_ok() {
+                health.set_service_status(RANKING_SERVICE, tonic_health::ServingStatus::Serving).await;
+            }
+        });
+    }
 
     let limit = state.config.message_limit();
     let draining = {

@@ -1,4 +1,4 @@
-//! RankingService: embeddings and comparisons of faces. Gallery ranking is still to come.
+//! RankingService: ranking a gallery by similarity to a face, comparing and embedding faces.
 
 use std::sync::Arc;
 
@@ -7,7 +7,8 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::status::from_join;
-use crate::ranking::{FaceRef, RankingError};
+use crate::models::Metric;
+use crate::ranking::{FaceRef, RankQuery, Ranked, RankingError, SearchMode, MAX_BATCH};
 use crate::state::AppState;
 
 pub struct RankingApi {
@@ -32,8 +33,104 @@ fn face_ref(input: Option<pb::FaceInput>, field: &str) -> Result<FaceRef, Status
     }
 }
 
+fn metric(n: i32, field: &str) -> Result<Option<Metric>, Status> {
+    match n {
+        0 => Ok(None),
+        n => Metric::from_number(n)
+            .map(Some)
+            .ok_or_else(|| Status::invalid_argument(format!("{field}: unknown distance metric {n}"))),
+    }
+}
+
+fn rank_query(req: pb::RankRequest, field: &str) -> Result<RankQuery, Status> {
+    let mode = match pb::SearchMode::try_from(req.mode) {
+        Ok(pb::SearchMode::Unspecified) => SearchMode::Auto,
+        Ok(pb::SearchMode::Exact) => SearchMode::Exact,
+        Ok(pb::SearchMode::Approximate) => SearchMode::Approximate,
+        Err(_) => return Err(Status::invalid_argument(format!("{field}.mode: unknown search mode {}", req.mode))),
+    };
+    let filter = req.filter.unwrap_or_default();
+    Ok(RankQuery {
+        face: face_ref(req.query, &format!("{field}.query"))?,
+        k: req.k as usize,
+        threshold: req.score_threshold,
+        metric: metric(req.metric, &format!("{field}.metric"))?,
+        exclude_query_identity: filter.exclude_query_identity,
+        identity_ids: filter.identity_ids,
+        datasets: filter.datasets,
+        group_by_identity: req.group_by_identity,
+        model_id: req.model_id,
+        mode,
+    })
+}
+
+fn rank_response(ranked: Ranked) -> pb::RankResponse {
+    pb::RankResponse {
+        results: ranked
+            .results
+            .into_iter()
+            .map(|r| pb::RankResult {
+                image_id: r.image_id,
+                identity_id: r.identity_id,
+                identity: r.identity,
+                score: r.score,
+                merged_images: r.merged_images,
+            })
+            .collect(),
+        model_id: ranked.model_id,
+        metric: ranked.metric.number(),
+        mode: match ranked.mode {
+            SearchMode::Approximate => pb::SearchMode::Approximate,
+            _ => pb::SearchMode::Exact,
+        } as i32,
+    }
+}
+
 #[tonic::async_trait]
 impl RankingService for RankingApi {
+    #[instrument(skip_all, fields(k = request.get_ref().k, model = %request.get_ref().model_id))]
+    async fn rank(&self, request: Request<pb::RankRequest>) -> Result<Response<pb::RankResponse>, Status> {
+        let query = rank_query(request.into_inner(), "request")?;
+        let ranking = self.state.ranking.clone();
+        let ranked = tokio::task::spawn_blocking(move || ranking.rank(query)).await.map_err(from_join)??;
+        Ok(Response::new(rank_response(ranked)))
+    }
+
+    #[instrument(skip_all, fields(queries = request.get_ref().queries.len()))]
+    async fn batch_rank(
+        &self,
+        request: Request<pb::BatchRankRequest>,
+    ) -> Result<Response<pb::BatchRankResponse>, Status> {
+        let req = request.into_inner();
+        if req.queries.is_empty() || req.queries.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "a batch holds 1-{MAX_BATCH} queries, got {}",
+                req.queries.len()
+            )));
+        }
+        let queries = req
+            .queries
+            .into_iter()
+            .enumerate()
+            .map(|(i, q)| rank_query(q, &format!("queries[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ranking = self.state.ranking.clone();
+        let ranked = tokio::task::spawn_blocking(move || {
+            queries
+                .into_iter()
+                .enumerate()
+                .map(|(i, q)| ranking.rank(q).map_err(|e| (i, e)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(from_join)?
+        .map_err(|(i, e)| {
+            let status = Status::from(e);
+            Status::new(status.code(), format!("queries[{i}]: {}", status.message()))
+        })?;
+        Ok(Response::new(pb::BatchRankResponse { responses: ranked.into_iter().map(rank_response).collect() }))
+    }
+
     #[instrument(skip_all)]
     async fn compare(&self, request: Request<pb::CompareRequest>) -> Result<Response<pb::CompareResponse>, Status> {
         let req = request.into_inner();
@@ -42,8 +139,8 @@ impl RankingService for RankingApi {
         let model = req.model_id;
         let result = tokio::task::spawn_blocking(move || ranking.compare(&model, a, b)).await.map_err(from_join)??;
         Ok(Response::new(pb::CompareResponse {
-            score: result.distance,
-            metric: pb::DistanceMetric::Euclidean as i32,
+            score: result.score,
+            metric: result.metric.number(),
             similar: result.similar,
             threshold: result.threshold,
             model_id: result.model_id,
@@ -55,9 +152,9 @@ impl RankingService for RankingApi {
         let req = request.into_inner();
         let face = face_ref(req.face, "face")?;
         let ranking = self.state.ranking.clone();
-        let model = ranking.model_id(&req.model_id)?;
-        let model_in = model.clone();
-        let values = tokio::task::spawn_blocking(move || ranking.embed(&model_in, face)).await.map_err(from_join)??;
-        Ok(Response::new(pb::EmbedResponse { embedding: Some(pb::Embedding { values }), model_id: model }))
+        let model = req.model_id;
+        let (model_id, values) =
+            tokio::task::spawn_blocking(move || ranking.embed(&model, face)).await.map_err(from_join)??;
+        Ok(Response::new(pb::EmbedResponse { embedding: Some(pb::Embedding { values }), model_id }))
     }
 }

@@ -7,7 +7,7 @@ use crate::dataset::DatasetError;
 use crate::descriptor::DescriptorError;
 use crate::jobs::JobError;
 use crate::labeling::LabelingError;
-use crate::models::RegistryError;
+use crate::models::{ModelError, RegistryError};
 use crate::proposal::ProposalError;
 use crate::ranking::RankingError;
 use crate::store::StoreError;
@@ -91,13 +91,44 @@ pub fn from_jobs(error: JobError) -> Status {
 pub fn from_ranking(error: RankingError) -> Status {
     let message = error.to_string();
     match error {
-        RankingError::UnknownModel(_) | RankingError::ImageNotFound(_) => Status::not_found(message),
-        RankingError::BadImage(_) | RankingError::BadEmbedding { .. } | RankingError::MissingFace => {
-            Status::invalid_argument(message)
+        RankingError::ImageNotFound(_) | RankingError::IdentityNotFound(_) | RankingError::DatasetNotFound(_) => {
+            Status::not_found(message)
         }
-        RankingError::Descriptor(e) => from_descriptor(e),
+        RankingError::Invalid(_)
+        | RankingError::BadImage(_)
+        | RankingError::BadEmbedding { .. }
+        | RankingError::MissingFace => Status::invalid_argument(message),
+        RankingError::NoIndex => Status::unavailable(message),
+        RankingError::Registry(e) => from_registry(e),
+        RankingError::Model(e) => from_model(e),
         RankingError::Dataset(e) => from_dataset(e),
         RankingError::Store(e) => from_store(e),
+    }
+}
+
+pub fn from_model(error: ModelError) -> Status {
+    let message = error.to_string();
+    match error {
+        ModelError::HeadNeedsImages(_) => Status::invalid_argument(message),
+        ModelError::Descriptor(e) => from_descriptor(e),
+        ModelError::Training(e) => from_training(e),
+        ModelError::Tensor(_) => {
+            tracing::error!(%message, "model inference failure");
+            Status::internal(message)
+        }
+        ModelError::Store(e) => from_store(e),
+    }
+}
+
+pub fn from_registry(error: RegistryError) -> Status {
+    let message = error.to_string();
+    match error {
+        RegistryError::NotFound(_) => Status::not_found(message),
+        RegistryError::Load { .. } => {
+            tracing::error!(%message, "model load failure");
+            Status::failed_precondition(message)
+        }
+        RegistryError::Store(e) => from_store(e),
     }
 }
 
@@ -187,9 +218,6 @@ impl From<TrainingError> for Status {
 
 impl From<RegistryError> for Status {
     fn from(error: RegistryError) -> Self {
-        match error {
-            RegistryError::NotFound(_) => Status::not_found(error.to_string()),
-            RegistryError::Store(e) => from_store(e),
-        }
+        from_registry(error)
     }
 }

@@ -325,6 +325,9 @@ impl ModelService for ModelApi {
     async fn activate_model(&self, request: Request<pb::ActivateModelRequest>) -> Result<Response<pb::Model>, Status> {
         let id = model_id(&request.get_ref().model_id)?.to_string();
         let registry = self.state.registry.clone();
-        Ok(Response::new(model(&blocking(move || Ok(registry.activate(&id)?)).await?)))
+        let activated = blocking(move || Ok(registry.activate(&id)?)).await?;
+        // Ranking builds the model's index in the background and swaps it in when ready.
+        self.state.ranking.indexes().follow_active();
+        Ok(Response::new(model(&activated)))
     }
 }

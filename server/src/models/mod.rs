@@ -1,15 +1,21 @@
 //! The model registry: the pretrained descriptor (built in) and the models training stored;
 //! which one is active for ranking.
 
-use crate::descriptor;
+mod loaded;
+
+pub use loaded::{LoadedModel, Metric, ModelError};
+
+use std::sync::Arc;
+
+use crate::descriptor::{self, Descriptor};
 use crate::store::{ModelRecord, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown model {0:?}; the available model is \"descriptor/v1\"")]
+#[error("unknown model {0:?}; pair proposal uses the pretrained descriptor, \"descriptor/v1\"")]
 pub struct UnknownModel(pub String);
 
-/// The id of the model a request names for embedding-based work (proposal, comparison): empty
-/// means the descriptor. Trained models serve these once ranking builds their embeddings.
+/// The id of the model a proposal names: empty means the descriptor, the only one proposal
+/// uses so far (ranking serves every registered model, see [`Registry::load`]).
 pub fn resolve(requested: &str) -> Result<String, UnknownModel> {
     match requested {
         "" | descriptor::MODEL_ID => Ok(descriptor::MODEL_ID.to_string()),
@@ -29,6 +35,8 @@ pub fn dim(model_id: &str) -> Result<usize, UnknownModel> {
 pub enum RegistryError {
     #[error("no model {0:?}")]
     NotFound(String),
+    #[error("model {id} cannot be loaded: {source}")]
+    Load { id: String, source: Box<ModelError> },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -74,6 +82,15 @@ impl Registry {
             out.push(Entry { id: record.id.clone(), active: active == record.id, record: Some(record) });
         }
         Ok(out)
+    }
+
+    /// Loads a registered model for inference.
+    pub fn load(&self, id: &str, descriptor: &Arc<Descriptor>) -> Result<LoadedModel, RegistryError> {
+        match self.get(id)?.record {
+            None => Ok(LoadedModel::descriptor(descriptor.clone())),
+            Some(record) => LoadedModel::trained(&record, descriptor.clone())
+                .map_err(|e| RegistryError::Load { id: id.to_string(), source: Box::new(e) }),
+        }
     }
 
     /// Makes `id` the active model (kept on disk). Ranking's index follows it.

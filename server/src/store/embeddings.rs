@@ -13,7 +13,9 @@ fn key(model_id: &str, image_id: u64) -> Vec<u8> {
 impl Store {
     pub fn put_embedding(&self, model_id: &str, image_id: u64, values: &[f32]) -> Result<(), StoreError> {
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.embeddings.put_raw(&key(model_id, image_id), &bytes)
+        self.embeddings.put_raw(&key(model_id, image_id), &bytes)?;
+        self.gallery_changed();
+        Ok(())
     }
 
     pub fn embedding(&self, model_id: &str, image_id: u64) -> Result<Option<Vec<f32>>, StoreError> {

@@ -184,7 +184,7 @@ impl Store {
             Ok(())
         });
         match result {
-            Ok(()) => {}
+            Ok(()) => self.gallery_changed(),
             Err(TransactionError::Abort(_)) => return Ok(None),
             Err(TransactionError::Storage(e)) => return Err(StoreError::Sled(e)),
         }

@@ -68,6 +68,9 @@ pub struct Tree {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    /// Bumped on every change that alters a ranking gallery (embeddings written, images
+    /// deleted), so in-memory indexes can tell that they are stale. Shared by all clones.
+    gallery_changes: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Schema version and id sequences.
     pub meta: Tree,
     /// `user id` → [`UserRecord`].
@@ -178,6 +181,7 @@ impl Store {
             models: open("models")?,
             evaluations: open("evaluations")?,
             db,
+            gallery_changes: Default::default(),
         };
         store.check_schema()?;
         Ok(store)
@@ -201,6 +205,15 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// A number that changes whenever a gallery's content may have changed (see the field).
+    pub fn gallery_version(&self) -> u64 {
+        self.gallery_changes.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn gallery_changed(&self) {
+        self.gallery_changes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Hands out the next id of a sequence: 1, 2, 3, ... never reused, also across restarts.

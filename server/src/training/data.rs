@@ -252,17 +252,33 @@ impl Inputs {
                 let mut out = vec![0f32; ids.len() * 3 * plane];
                 for (k, id) in ids.iter().enumerate() {
                     let pixels = &data[row[id] * 3 * plane..(row[id] + 1) * 3 * plane];
-                    let target = &mut out[k * 3 * plane..(k + 1) * 3 * plane];
-                    for (p, rgb) in pixels.chunks_exact(3).enumerate() {
-                        for c in 0..3 {
-                            target[c * plane + p] = (f32::from(rgb[c]) - MEAN_RGB[c]) / 255.0;
-                        }
-                    }
+                    planar_normalised(pixels, &mut out[k * 3 * plane..(k + 1) * 3 * plane]);
                 }
                 Ok(Tensor::from_vec(out, (ids.len(), 3, *side, *side), device)?)
             }
         }
     }
+}
+
+/// Interleaved RGB bytes to planar `(pixel − mean) / 255` floats.
+fn planar_normalised(pixels: &[u8], target: &mut [f32]) {
+    let plane = pixels.len() / 3;
+    for (p, rgb) in pixels.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            target[c * plane + p] = (f32::from(rgb[c]) - MEAN_RGB[c]) / 255.0;
+        }
+    }
+}
+
+/// The CNN's input tensor (N, 3, side, side) of face crops of any size, resized as in training.
+pub fn image_tensor(faces: &[&image::RgbImage], side: usize, device: &Device) -> Result<Tensor, TrainingError> {
+    let plane = side * side;
+    let mut out = vec![0f32; faces.len() * 3 * plane];
+    for (k, face) in faces.iter().enumerate() {
+        let resized = image::imageops::resize(*face, side as u32, side as u32, FilterType::Triangle);
+        planar_normalised(resized.as_raw(), &mut out[k * 3 * plane..(k + 1) * 3 * plane]);
+    }
+    Ok(Tensor::from_vec(out, (faces.len(), 3, side, side), device)?)
 }
 
 #[cfg(test)]

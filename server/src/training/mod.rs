@@ -18,7 +18,8 @@ use std::path::PathBuf;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-pub use data::{parse_pair_list, LabelQuery, LabelledPair, TEST, TRAIN, VALIDATION};
+pub use data::{image_tensor, parse_pair_list, LabelQuery, LabelledPair, TEST, TRAIN, VALIDATION};
+pub use job::{load, COSINE, EUCLIDEAN};
 pub use siamese::Siamese;
 
 use crate::dataset::{DatasetError, Datasets};

@@ -8,6 +8,7 @@ mod labeling;
 mod paging;
 mod proposal;
 mod python_client;
+mod ranking;
 mod restart;
 mod training;
 mod transport;

@@ -10,11 +10,11 @@ use facesim_client::{pb, Client};
 use facesim_tests::{demo_pairs, demo_subset, import_demo, wait_for_job, TestServer};
 use tonic::Code;
 
-fn hyper(epochs: u32, batch_size: u32, seed: u64) -> Option<pb::Hyperparameters> {
+pub(crate) fn hyper(epochs: u32, batch_size: u32, seed: u64) -> Option<pb::Hyperparameters> {
     Some(pb::Hyperparameters { epochs, batch_size, seed, learning_rate: 0.0, ..Default::default() })
 }
 
-async fn train(client: &Client, request: pb::StartTrainingRequest) -> (pb::Job, Vec<pb::TrainingProgress>) {
+pub(crate) async fn train(client: &Client, request: pb::StartTrainingRequest) -> (pb::Job, Vec<pb::TrainingProgress>) {
     let job = client.training().start_training(request).await.expect("start training").into_inner();
     assert_eq!((job.kind, job.device.as_str()), (pb::JobKind::Training as i32, "cpu"));
     let mut events = client.jobs().watch_job(pb::WatchJobRequest { job_id: job.id }).await.unwrap().into_inner();
@@ -34,7 +34,7 @@ async fn train(client: &Client, request: pb::StartTrainingRequest) -> (pb::Job, 
 
 /// An LFW-format pair list over the demo faces of the first `identities` people: every
 /// same-person pair of consecutive images and as many different-person pairs.
-fn demo_pair_list(identities: usize) -> String {
+pub(crate) fn demo_pair_list(identities: usize) -> String {
     let files = demo_subset(identities);
     let mut people: Vec<(String, Vec<u32>)> = Vec::new();
     for entry in &files {

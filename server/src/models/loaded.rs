@@ -1,0 +1,269 @@
+//! A model ready to embed faces: the pretrained descriptor, or a trained Siamese network with its
+//! record. Ranking, comparison and embedding all go through this one type, so a face is embedded
+//! the same way whether it is stored, uploaded or part of a gallery.
+
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use image::RgbImage;
+
+use crate::dataset::Datasets;
+use crate::descriptor::{self, Descriptor, DescriptorError};
+use crate::store::{ModelRecord, Store, StoreError};
+use crate::training::{self, nets::CNN_SIDE, Architecture, Siamese, TrainingError};
+
+/// Stored images embedded per forward pass when a gallery is filled in.
+const BATCH: usize = 64;
+
+/// How a model's embeddings are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// Euclidean distance; smaller is more similar.
+    Euclidean,
+    /// Cosine similarity; larger is more similar.
+    Cosine,
+}
+
+impl Metric {
+    /// The API's `DistanceMetric` number.
+    pub fn number(self) -> i32 {
+        match self {
+            Metric::Euclidean => training::EUCLIDEAN,
+            Metric::Cosine => training::COSINE,
+        }
+    }
+
+    pub fn from_number(n: i32) -> Option<Self> {
+        match n {
+            training::EUCLIDEAN => Some(Metric::Euclidean),
+            training::COSINE => Some(Metric::Cosine),
+            _ => None,
+        }
+    }
+
+    /// The score of two embeddings under this metric.
+    pub fn score(self, a: &[f32], b: &[f32]) -> f32 {
+        match self {
+            Metric::Euclidean => descriptor::euclidean(a, b),
+            Metric::Cosine => {
+                let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+                let norms = (a.iter().map(|x| x * x).sum::<f32>() * b.iter().map(|x| x * x).sum::<f32>()).sqrt();
+                if norms > 0.0 {
+                    dot / norms
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+
+    /// Whether score `a` is better (more similar) than score `b`.
+    pub fn better(self, a: f32, b: f32) -> bool {
+        match self {
+            Metric::Euclidean => a < b,
+            Metric::Cosine => a > b,
+        }
+    }
+
+    /// Whether `score` passes a threshold given in this metric's units.
+    pub fn within(self, score: f32, threshold: f32) -> bool {
+        match self {
+            Metric::Euclidean => score <= threshold,
+            Metric::Cosine => score >= threshold,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(
+        "model {0} scores pairs with a learned head, which needs the faces themselves; compare images, not embeddings"
+    )]
+    HeadNeedsImages(String),
+    #[error(transparent)]
+    Descriptor(#[from] DescriptorError),
+    #[error(transparent)]
+    Training(#[from] TrainingError),
+    #[error("tensor computation failed: {0}")]
+    Tensor(#[from] candle_core::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+enum Network {
+    Descriptor,
+    Trained { record: Box<ModelRecord>, net: Siamese },
+}
+
+/// A registered model loaded for inference (on the CPU for trained models).
+pub struct LoadedModel {
+    id: String,
+    metric: Metric,
+    dim: usize,
+    descriptor: Arc<Descriptor>,
+    network: Network,
+}
+
+impl LoadedModel {
+    pub fn descriptor(descriptor: Arc<Descriptor>) -> Self {
+        LoadedModel {
+            id: descriptor::MODEL_ID.to_string(),
+            metric: Metric::Euclidean,
+            dim: descriptor::DIM,
+            descriptor,
+            network: Network::Descriptor,
+        }
+    }
+
+    /// Loads a trained model's best weights.
+    pub fn trained(record: &ModelRecord, descriptor: Arc<Descriptor>) -> Result<Self, ModelError> {
+        let net = training::load(record, &Device::Cpu)?;
+        let metric = Metric::from_number(record.metric).unwrap_or(Metric::Euclidean);
+        Ok(LoadedModel {
+            id: record.id.clone(),
+            metric,
+            dim: record.embedding_dim as usize,
+            descriptor,
+            network: Network::Trained { record: Box::new(record.clone()), net },
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The metric the model declares (what it was trained and thresholded with).
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The decision threshold in the units of [`Self::metric`]: a distance for Euclidean models,
+    /// a similarity for cosine ones.
+    pub fn threshold(&self) -> f32 {
+        match &self.network {
+            Network::Descriptor => crate::ranking::DESCRIPTOR_THRESHOLD,
+            Network::Trained { record, .. } => match self.metric {
+                Metric::Euclidean => record.threshold,
+                Metric::Cosine => 1.0 - record.threshold,
+            },
+        }
+    }
+
+    fn needs_images(&self) -> bool {
+        matches!(&self.network, Network::Trained { record, .. } if record.architecture == Architecture::SiameseCnn as i32)
+    }
+
+    fn has_head(&self) -> bool {
+        matches!(&self.network, Network::Trained { record, .. }
+            if record.loss == training::LossKind::HeadBce as i32 || record.loss == training::LossKind::HeadFocal as i32)
+    }
+
+    /// The network input of face crops: descriptor vectors for the descriptor-fed models (GAML),
+    /// resized pixels for the CNN. `None` for the descriptor itself.
+    fn input_of_faces(&self, faces: &[&RgbImage]) -> Result<Option<Tensor>, ModelError> {
+        match &self.network {
+            Network::Descriptor => Ok(None),
+            Network::Trained { .. } if self.needs_images() => {
+                Ok(Some(training::image_tensor(faces, CNN_SIDE, &Device::Cpu)?))
+            }
+            Network::Trained { .. } => {
+                let vectors = self.descriptor.embed(faces)?;
+                Ok(Some(vectors_tensor(&vectors)?))
+            }
+        }
+    }
+
+    /// Embeddings of face crops (150x150, as `dataset::face_crop` makes them).
+    pub fn embed_faces(&self, faces: &[&RgbImage]) -> Result<Vec<Vec<f32>>, ModelError> {
+        if faces.is_empty() {
+            return Ok(Vec::new());
+        }
+        match (&self.network, self.input_of_faces(faces)?) {
+            (Network::Trained { net, .. }, Some(input)) => Ok(net.embed(&input)?.to_vec2::<f32>()?),
+            _ => Ok(self.descriptor.embed(faces)?),
+        }
+    }
+
+    /// Embeds the stored images among `ids` that have no embedding under this model yet and
+    /// stores them. A descriptor-fed model skips images whose descriptor is still missing (the
+    /// embedding job adds it; the gallery is refreshed then). The descriptor itself is kept
+    /// complete by its own job, so this does nothing for it. Returns how many were embedded.
+    pub fn fill_embeddings(&self, store: &Store, datasets: &Datasets, ids: &[u64]) -> Result<usize, ModelError> {
+        let Network::Trained { net, .. } = &self.network else { return Ok(0) };
+        let mut missing = Vec::new();
+        for &id in ids {
+            if !store.has_embedding(&self.id, id)? {
+                missing.push(id);
+            }
+        }
+        let mut done = 0;
+        for chunk in missing.chunks(BATCH) {
+            let (kept, input) = if self.needs_images() {
+                let mut faces = Vec::with_capacity(chunk.len());
+                let mut kept = Vec::with_capacity(chunk.len());
+                for &id in chunk {
+                    // An image deleted meanwhile is simply left out.
+                    if let Ok(face) = datasets.face(id) {
+                        faces.push(face);
+                        kept.push(id);
+                    }
+                }
+                let refs: Vec<&RgbImage> = faces.iter().collect();
+                (kept, training::image_tensor(&refs, CNN_SIDE, &Device::Cpu)?)
+            } else {
+                let mut vectors = Vec::with_capacity(chunk.len());
+                let mut kept = Vec::with_capacity(chunk.len());
+                for &id in chunk {
+                    if let Some(v) = store.embedding(descriptor::MODEL_ID, id)? {
+                        vectors.push(v);
+                        kept.push(id);
+                    }
+                }
+                (kept, vectors_tensor(&vectors)?)
+            };
+            if kept.is_empty() {
+                continue;
+            }
+            let embedded = net.embed(&input)?.to_vec2::<f32>()?;
+            for (id, values) in kept.iter().zip(&embedded) {
+                store.put_embedding(&self.id, *id, values)?;
+            }
+            done += kept.len();
+        }
+        Ok(done)
+    }
+
+    /// The model's own decision score for two face crops, as evaluation computed it, in the units
+    /// of [`Self::metric`]. Head models score with their head; others compare embeddings.
+    pub fn compare_faces(&self, a: &RgbImage, b: &RgbImage) -> Result<f32, ModelError> {
+        match (&self.network, self.has_head()) {
+            (Network::Trained { net, .. }, true) => {
+                let input = self.input_of_faces(&[a, b])?.expect("trained models have inputs");
+                let (xa, xb) = (input.narrow(0, 0, 1)?, input.narrow(0, 1, 1)?);
+                let distance = net.distances(&xa, &xb)?.to_vec1::<f32>()?[0];
+                Ok(1.0 - distance)
+            }
+            _ => {
+                let e = self.embed_faces(&[a, b])?;
+                Ok(self.metric.score(&e[0], &e[1]))
+            }
+        }
+    }
+
+    /// The score of two embeddings of this model. Head models cannot score embeddings alone.
+    pub fn compare_embeddings(&self, a: &[f32], b: &[f32]) -> Result<f32, ModelError> {
+        if self.has_head() {
+            return Err(ModelError::HeadNeedsImages(self.id.clone()));
+        }
+        Ok(self.metric.score(a, b))
+    }
+}
+
+fn vectors_tensor(vectors: &[Vec<f32>]) -> Result<Tensor, candle_core::Error> {
+    let dim = vectors.first().map_or(descriptor::DIM, Vec::len);
+    Tensor::from_vec(vectors.concat(), (vectors.len(), dim), &Device::Cpu)
+}
