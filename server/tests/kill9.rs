@@ -182,14 +182,29 @@ async fn acknowledged_votes_survive_sigkill_under_load() {
     let (mut server, mut url) = start_with(dir.path(), true, &args);
     let mut datasets = DatasetServiceClient::connect(url.clone()).await.unwrap();
     let mut messages = Vec::new();
-    for person in ["Abdullah_Gul", "Adrien_Brody", "Al_Gore", "Al_Sharpton"] {
+    // 12 people, 5 images each: 1,650 cross-identity pairs, 4,950 votes, more than the rounds
+    // below can cast before their kills at the server's ~5,000 votes/s.
+    for person in [
+        "Abdullah_Gul",
+        "Adrien_Brody",
+        "Ahmed_Chalabi",
+        "Ai_Sugiyama",
+        "Al_Gore",
+        "Al_Sharpton",
+        "Alan_Greenspan",
+        "Alastair_Campbell",
+        "Albert_Costa",
+        "Alejandro_Toledo",
+        "Ali_Naimi",
+        "Allyson_Felix",
+    ] {
         messages.extend(person_messages(person));
     }
     let report = datasets.import_images(authed(futures::stream::iter(messages))).await.unwrap().into_inner();
     assert_eq!(finished_job(&url, report.embedding_job_id).await.state, pb::JobState::Succeeded as i32);
     let mut proposals = ProposalServiceClient::connect(url.clone()).await.unwrap();
     let request =
-        pb::ProposePairsRequest { limit: Some(pb::propose_pairs_request::Limit::Budget(150)), ..Default::default() };
+        pb::ProposePairsRequest { limit: Some(pb::propose_pairs_request::Limit::Budget(1650)), ..Default::default() };
     let job = proposals.propose_pairs(authed(request)).await.unwrap().into_inner();
     assert_eq!(finished_job(&url, job.id).await.state, pb::JobState::Succeeded as i32);
     let mut admin = AdminServiceClient::connect(url.clone()).await.unwrap();

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Ranking speed and quality, side by side with FAISS on the same vectors and queries:
+#   1. in-process, one query at a time on one thread: facesim's exact gallery search vs FAISS
+#      IndexFlatL2 on the 13,233 LFW descriptors, and facesim's HNSW graph (hnsw_rs, M=16,
+#      efConstruction=200) vs FAISS IndexHNSWFlat (same M, efConstruction, efSearch) on a
+#      synthetic clustered 128-d gallery of N vectors, with recall@10 against exact search;
+#   2. over gRPC: `facesim bench rank` (concurrent clients, QPS, p50/p99) against a real server
+#      on the bundled demo gallery (2,115 faces), exact search;
+#   3. retrieval quality of the descriptor on LFW (people with >= 2 images, every image a probe):
+#      mAP and Rank@1/5/10 from `facesim eval retrieval`'s metric code (numpy recomputes it).
+# LFW descriptors come from bench/pairs.sh's cache (bench/cache/lfw.f32).
+#
+# Usage: bash bench/rank.sh [N synthetic] [clients]      (defaults: 1000000, 8)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-1000000}
+clients=${2:-8}
+cache=bench/cache
+threads=$(nproc)
+mkdir -p "$cache"
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore faiss-cpu==1.15.1 numpy
+cargo build --release --quiet -p facesim-server --example bench_rank_index --example lfw_embeddings \
+    --bin facesim-server
+cargo build --release --quiet -p facesim-client --bin facesim
+if [ ! -f "$cache/lfw.f32" ]; then
+    ./target/release/examples/lfw_embeddings ../shared/datasets/lfw/images_deepfunneled "$cache/lfw.tmp"
+    mv "$cache/lfw.tmp.ids" "$cache/lfw.ids" && mv "$cache/lfw.tmp.f32" "$cache/lfw.f32"
+fi
+python3 - "$cache" "$n" <<'PY'
+import sys
+import numpy as np
+cache, n = sys.argv[1], int(sys.argv[2])
+lfw = np.fromfile(f"{cache}/lfw.f32", dtype="<f4").reshape(-1, 128)
+rng = np.random.default_rng(3)
+lfw[rng.choice(len(lfw), 1000, replace=False)].tofile(f"{cache}/lfw-queries.f32")
+# Face-like: identities as cluster centres, 5 images each.
+centres = rng.standard_normal((n // 5, 128), dtype=np.float32) * 0.09
+x = np.repeat(centres, 5, axis=0) + rng.standard_normal((n // 5 * 5, 128), dtype=np.float32) * 0.03
+x.astype("<f4").tofile(f"{cache}/rank-synthetic.f32")
+(x[rng.choice(len(x), 1000, replace=False)] + rng.standard_normal((1000, 128), dtype=np.float32) * 0.01
+ ).astype("<f4").tofile(f"{cache}/rank-synthetic-queries.f32")
+PY
+
+echo "== in-process, LFW 13,233 descriptors, exact" >&2
+./target/release/examples/bench_rank_index "$cache/lfw.f32" "$cache/lfw-queries.f32" 10 128 no
+python3 bench/rank_faiss.py "$cache/lfw.f32" "$cache/lfw-queries.f32" 10 128 "$threads" no
+echo "== in-process, synthetic $n x 128, exact and HNSW" >&2
+./target/release/examples/bench_rank_index "$cache/rank-synthetic.f32" "$cache/rank-synthetic-queries.f32" 10 128
+python3 bench/rank_faiss.py "$cache/rank-synthetic.f32" "$cache/rank-synthetic-queries.f32" 10 128 "$threads"
+
+echo "== retrieval on LFW (descriptor)" >&2
+python3 - "$cache" <<'PY'
+import sys
+import numpy as np
+cache = sys.argv[1]
+x = np.fromfile(f"{cache}/lfw.f32", dtype="<f4").reshape(-1, 128)
+ids = np.loadtxt(f"{cache}/lfw.ids", dtype=np.int64)
+counts = np.bincount(ids)
+keep = counts[ids] >= 2
+x, ids = x[keep], ids[keep]
+sq = (x * x).sum(1)
+d = sq[:, None] + sq[None, :] - 2 * x @ x.T
+np.fill_diagonal(d, np.inf)
+aps, first = [], []
+for p in range(len(x)):
+    order = np.argsort(d[p], kind="stable")[:-1]
+    rel = ids[order] == ids[p]
+    hits = np.flatnonzero(rel)
+    aps.append(np.mean((np.arange(len(hits)) + 1) / (hits + 1)))
+    first.append(hits[0] + 1)
+first = np.array(first)
+print(f"LFW retrieval, descriptor/v1: {len(x)} probes, {len(set(ids))} identities: mAP {np.mean(aps):.4f}, "
+      + ", ".join(f"Rank@{k} {np.mean(first <= k):.4f}" for k in (1, 5, 10)))
+PY
+
+echo "== over gRPC, demo gallery, $clients clients" >&2
+work=$(mktemp -d)
+port=50$((RANDOM % 900 + 100))
+token=bench-admin-token-0123456789
+FACESIM_ADMIN_TOKEN=$token ./target/release/facesim-server --addr "127.0.0.1:$port" --data-dir "$work/data" --demo \
+    > "$work/server.log" 2>&1 &
+server_pid=$!
+trap 'kill $server_pid 2>/dev/null; rm -rf "$work"' EXIT
+export FACESIM_SERVER=http://127.0.0.1:$port FACESIM_TOKEN=$token
+until ./target/release/facesim health >/dev/null 2>&1; do sleep 1; done
+# Wait for the demo's embeddings (the gallery is complete when the embedding job ends).
+until ./target/release/facesim jobs list 2>/dev/null | grep -q "embedding.*succeeded"; do sleep 2; done
+sleep 2
+./target/release/facesim eval retrieval --dataset lfw-demo
+./target/release/facesim bench rank --clients "$clients" --seconds 20 --mode exact
+./target/release/facesim bench rank --clients "$clients" --seconds 20 --mode approximate

@@ -1,0 +1,81 @@
+//! Ranking index speed and quality in-process: the exact gallery search and the HNSW graph that
+//! `Rank` uses, on vectors from a file, one query at a time on one thread (a server answers
+//! concurrent queries on separate threads). `bench/rank.sh` runs FAISS beside it on the same
+//! vectors and queries.
+//!
+//! cargo run --release -p facesim-server --example bench_rank_index -- \
+//!     <vectors.f32> <queries.f32> <k> <ef> [hnsw: yes|no]
+//!
+//! Prints JSON lines: exact latency, then HNSW build time, latency and recall@k against exact.
+
+use std::time::Instant;
+
+use facesim_server::models::Metric;
+use facesim_server::ranking::approx::{recall, Approx};
+use facesim_server::ranking::gallery::GalleryBuilder;
+
+const DIM: usize = 128;
+
+fn read(path: &str) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+fn quantile(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[((values.len() - 1) as f64 * q).round() as usize]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: bench_rank_index <vectors.f32> <queries.f32> <k> <ef> [yes|no]";
+    assert!(args.len() >= 5, "{usage}");
+    let (data, queries) = (read(&args[1]), read(&args[2]));
+    let k: usize = args[3].parse().expect("k");
+    let ef: usize = args[4].parse().expect("ef");
+    let with_hnsw = args.get(5).is_none_or(|a| a == "yes");
+
+    let mut builder = GalleryBuilder::new(DIM);
+    for (i, v) in data.chunks_exact(DIM).enumerate() {
+        builder.push(i as u64 + 1, i as u64 + 1, "", "bench", v);
+    }
+    let gallery = builder.build();
+    let n = gallery.len();
+    let queries: Vec<&[f32]> = queries.chunks_exact(DIM).collect();
+
+    let mut exact = Vec::with_capacity(queries.len());
+    let mut times = Vec::with_capacity(queries.len());
+    for q in &queries {
+        let t = Instant::now();
+        let hits = gallery.top_k(&[q], Metric::Euclidean, k, &|_, _| true).remove(0);
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        exact.push(hits);
+    }
+    let qps = queries.len() as f64 / (times.iter().sum::<f64>() / 1000.0);
+    println!(
+        "{{\"impl\":\"facesim\",\"index\":\"exact\",\"n\":{n},\"k\":{k},\"p50_ms\":{:.4},\"p99_ms\":{:.4},\"qps_1_thread\":{qps:.1}}}",
+        quantile(&mut times, 0.5),
+        quantile(&mut times, 0.99)
+    );
+    if !with_hnsw {
+        return;
+    }
+
+    let t = Instant::now();
+    let graph = Approx::build(&gallery, Metric::Euclidean);
+    let build_s = t.elapsed().as_secs_f64();
+    let (mut times, mut total_recall) = (Vec::with_capacity(queries.len()), 0.0);
+    for (q, truth) in queries.iter().zip(&exact) {
+        let t = Instant::now();
+        let hits = graph.search(&gallery, q, k, ef, &|_| true);
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        total_recall += recall(truth, &hits);
+    }
+    let qps = queries.len() as f64 / (times.iter().sum::<f64>() / 1000.0);
+    println!(
+        "{{\"impl\":\"facesim\",\"index\":\"hnsw\",\"n\":{n},\"k\":{k},\"ef\":{ef},\"build_s\":{build_s:.1},\"p50_ms\":{:.4},\"p99_ms\":{:.4},\"qps_1_thread\":{qps:.1},\"recall\":{:.4}}}",
+        quantile(&mut times, 0.5),
+        quantile(&mut times, 0.99),
+        total_recall / queries.len() as f64
+    );
+}
