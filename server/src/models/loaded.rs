@@ -157,7 +157,8 @@ impl LoadedModel {
         matches!(&self.network, Network::Trained { record, .. } if record.architecture == Architecture::SiameseCnn as i32)
     }
 
-    fn has_head(&self) -> bool {
+    /// Whether the model scores pairs with a learned head (not by comparing embeddings).
+    pub fn has_head(&self) -> bool {
         matches!(&self.network, Network::Trained { record, .. }
             if record.loss == training::LossKind::HeadBce as i32 || record.loss == training::LossKind::HeadFocal as i32)
     }
@@ -188,20 +189,19 @@ impl LoadedModel {
         }
     }
 
-    /// Embeds the stored images among `ids` that have no embedding under this model yet and
-    /// stores them. A descriptor-fed model skips images whose descriptor is still missing (the
-    /// embedding job adds it; the gallery is refreshed then). The descriptor itself is kept
-    /// complete by its own job, so this does nothing for it. Returns how many were embedded.
-    pub fn fill_embeddings(&self, store: &Store, datasets: &Datasets, ids: &[u64]) -> Result<usize, ModelError> {
-        let Network::Trained { net, .. } = &self.network else { return Ok(0) };
-        let mut missing = Vec::new();
-        for &id in ids {
-            if !store.has_embedding(&self.id, id)? {
-                missing.push(id);
-            }
-        }
-        let mut done = 0;
-        for chunk in missing.chunks(BATCH) {
+    /// Embeds the stored images `ids` (those the caller found without an embedding under this
+    /// model), stores the embeddings and returns them. A descriptor-fed model skips images whose
+    /// descriptor is still missing (the embedding job adds it; the gallery is refreshed then).
+    /// The descriptor itself is kept complete by its own job, so this does nothing for it.
+    pub fn embed_stored(
+        &self,
+        store: &Store,
+        datasets: &Datasets,
+        ids: &[u64],
+    ) -> Result<Vec<(u64, Vec<f32>)>, ModelError> {
+        let Network::Trained { net, .. } = &self.network else { return Ok(Vec::new()) };
+        let mut done = Vec::new();
+        for chunk in ids.chunks(BATCH) {
             let (kept, input) = if self.needs_images() {
                 let mut faces = Vec::with_capacity(chunk.len());
                 let mut kept = Vec::with_capacity(chunk.len());
@@ -229,10 +229,10 @@ impl LoadedModel {
                 continue;
             }
             let embedded = net.embed(&input)?.to_vec2::<f32>()?;
-            for (id, values) in kept.iter().zip(&embedded) {
-                store.put_embedding(&self.id, *id, values)?;
+            for (id, values) in kept.into_iter().zip(embedded) {
+                store.put_embedding(&self.id, id, &values)?;
+                done.push((id, values));
             }
-            done += kept.len();
         }
         Ok(done)
     }

@@ -41,14 +41,18 @@ impl Approx {
     pub fn build(gallery: &Gallery, metric: Metric) -> Self {
         let n = gallery.len();
         let graph = Hnsw::new(MAX_CONNECTIONS, n.max(1), MAX_LAYERS, EF_CONSTRUCTION, DistL2 {});
-        let vectors: Vec<Vec<f32>> = (0..n)
+        // Euclidean graphs take the gallery's rows as they are; cosine graphs their unit vectors.
+        let units: Vec<Vec<f32>> = match metric {
+            Metric::Euclidean => Vec::new(),
+            Metric::Cosine => (0..n).map(|row| unit(gallery.vector(row))).collect(),
+        };
+        let items: Vec<(&[f32], usize)> = (0..n)
             .map(|row| match metric {
-                Metric::Euclidean => gallery.vector(row).to_vec(),
-                Metric::Cosine => unit(gallery.vector(row)),
+                Metric::Euclidean => (gallery.vector(row), row),
+                Metric::Cosine => (units[row].as_slice(), row),
             })
             .collect();
-        let items: Vec<(&Vec<f32>, usize)> = vectors.iter().zip(0..n).collect();
-        graph.parallel_insert(&items);
+        graph.parallel_insert_slice(&items);
         Approx { graph, metric }
     }
 

@@ -253,24 +253,36 @@ impl Inner {
             .scan_from::<ImageRecord>(&id_key(0))
             .map(|item| item.map(|(_, r)| r))
             .collect::<Result<_, _>>()?;
-        let ids: Vec<u64> = images.iter().map(|r| r.id).collect();
-        let embedded = model.fill_embeddings(&self.store, &self.datasets, &ids)?;
+        // Read before the embeddings: a change made while they are read leaves this gallery
+        // stale, never marked fresh without it.
         let version = self.store.gallery_version();
+        let mut vectors = Vec::with_capacity(images.len());
+        let mut missing = Vec::new();
+        for image in &images {
+            let vector = self.store.embedding(model.id(), image.id)?;
+            if vector.is_none() {
+                missing.push(image.id);
+            }
+            vectors.push(vector);
+        }
+        // A trained model embeds the images it has not seen yet (after an activation: all).
+        let embedded: HashMap<u64, Vec<f32>> =
+            model.embed_stored(&self.store, &self.datasets, &missing)?.into_iter().collect();
         let mut names: HashMap<u64, String> = HashMap::new();
         let mut builder = GalleryBuilder::new(model.dim());
-        for image in &images {
-            let Some(vector) = self.store.embedding(model.id(), image.id)? else { continue };
+        for (image, vector) in images.iter().zip(&vectors) {
+            let Some(vector) = vector.as_ref().or_else(|| embedded.get(&image.id)) else { continue };
             if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(image.identity_id) {
                 let record = self.store.identities.get::<IdentityRecord>(&id_key(image.identity_id))?;
                 slot.insert(record.map(|r| r.name).unwrap_or_default());
             }
-            builder.push(image.id, image.identity_id, &names[&image.identity_id], &image.dataset, &vector);
+            builder.push(image.id, image.identity_id, &names[&image.identity_id], &image.dataset, vector);
         }
         let gallery = builder.build();
         tracing::info!(
             model = model.id(),
             images = gallery.len(),
-            embedded_now = embedded,
+            embedded_now = embedded.len(),
             ms = started.elapsed().as_millis() as u64,
             "ranking gallery built"
         );

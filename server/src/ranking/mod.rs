@@ -206,9 +206,8 @@ impl Ranking {
                 };
                 Ok(Probe { vector, image_id: Some(id), identity_id: Some(image.identity_id) })
             }
-            FaceRef::ImageBytes(bytes) => {
-                let decoded = decode_limited(&bytes, self.datasets.limits())?;
-                let vector = model.embed_faces(&[&face_crop(&decoded.image)])?.remove(0);
+            bytes @ FaceRef::ImageBytes(_) => {
+                let vector = model.embed_faces(&[&self.face_of(bytes)?])?.remove(0);
                 Ok(Probe { vector, image_id: None, identity_id: None })
             }
             FaceRef::Embedding(values) => {
@@ -227,22 +226,13 @@ impl Ranking {
     /// Compares two faces under a model and decides at the model's threshold.
     pub fn compare(&self, model: &str, a: FaceRef, b: FaceRef) -> Result<Comparison, RankingError> {
         let model = self.model(model)?;
-        let score = match (&a, &b) {
-            (FaceRef::Embedding(_), _) | (_, FaceRef::Embedding(_)) => {
-                let (pa, pb) = (self.probe(&model, None, a)?, self.probe(&model, None, b)?);
-                model.compare_embeddings(&pa.vector, &pb.vector)?
-            }
-            _ => match model.compare_embeddings(&[], &[]) {
-                // Head models score the faces themselves.
-                Err(ModelError::HeadNeedsImages(_)) => {
-                    let (fa, fb) = (self.face_of(a)?, self.face_of(b)?);
-                    model.compare_faces(&fa, &fb)?
-                }
-                _ => {
-                    let (pa, pb) = (self.probe(&model, None, a)?, self.probe(&model, None, b)?);
-                    model.compare_embeddings(&pa.vector, &pb.vector)?
-                }
-            },
+        let given_embedding = matches!(a, FaceRef::Embedding(_)) || matches!(b, FaceRef::Embedding(_));
+        let score = if model.has_head() && !given_embedding {
+            // Head models score the two faces themselves.
+            model.compare_faces(&self.face_of(a)?, &self.face_of(b)?)?
+        } else {
+            let (pa, pb) = (self.probe(&model, None, a)?, self.probe(&model, None, b)?);
+            model.compare_embeddings(&pa.vector, &pb.vector)?
         };
         let (metric, threshold) = (model.metric(), model.threshold());
         Ok(Comparison {
@@ -254,6 +244,7 @@ impl Ranking {
         })
     }
 
+    /// The face crop of a stored or uploaded image, as every model's input starts.
     fn face_of(&self, face: FaceRef) -> Result<image::RgbImage, RankingError> {
         match face {
             FaceRef::ImageId(id) => Ok(self.datasets.face(id)?),
