@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Ranking speed and quality, side by side with FAISS on the same vectors and queries:
 #   1. in-process, one query at a time on one thread: facesim's exact gallery search vs FAISS
-#      IndexFlatL2 on the 13,233 LFW descriptors, and facesim's HNSW graph (hnsw_rs, M=16,
+#      IndexFlatL2 on the 13,233 LFW descriptors, and facesim's HNSW graph (usearch, M=16,
 #      efConstruction=200) vs FAISS IndexHNSWFlat (same M, efConstruction, efSearch) on a
 #      synthetic clustered 128-d gallery of N vectors, with recall@10 against exact search;
-#   2. over gRPC: `facesim bench rank` (concurrent clients, QPS, p50/p99) against a real server
-#      on the bundled demo gallery (2,115 faces), exact search;
-#   3. retrieval quality of the descriptor on LFW (people with >= 2 images, every image a probe):
-#      mAP and Rank@1/5/10 from `facesim eval retrieval`'s metric code (numpy recomputes it).
+#   2. retrieval quality of the descriptor on LFW (people with >= 2 images, every image a probe):
+#      mAP and Rank@1/5/10 (numpy, the same definitions as `facesim eval retrieval`);
+#   3. over gRPC, `facesim bench rank` (concurrent clients, QPS, p50/p99, recall@10 against
+#      exact answers) against the real server: on the LFW descriptors (13,233, exact) and on the
+#      N synthetic vectors (approximate), both served with `--rank-bench-gallery`, queried by
+#      embedding; then on the bundled demo gallery as imported (2,115 faces, stored-image
+#      queries) with `facesim eval retrieval`.
 # LFW descriptors come from bench/pairs.sh's cache (bench/cache/lfw.f32).
 #
 # Usage: bash bench/rank.sh [N synthetic] [clients]      (defaults: 1000000, 8)
@@ -73,16 +76,34 @@ print(f"LFW retrieval, descriptor/v1: {len(x)} probes, {len(set(ids))} identitie
       + ", ".join(f"Rank@{k} {np.mean(first <= k):.4f}" for k in (1, 5, 10)))
 PY
 
-echo "== over gRPC, demo gallery, $clients clients" >&2
 work=$(mktemp -d)
-port=50$((RANDOM % 900 + 100))
-token=bench-admin-token-0123456789
-FACESIM_ADMIN_TOKEN=$token ./target/release/facesim-server --addr "127.0.0.1:$port" --data-dir "$work/data" --demo \
-    > "$work/server.log" 2>&1 &
-server_pid=$!
+server_pid=
 trap 'kill $server_pid 2>/dev/null; rm -rf "$work"' EXIT
-export FACESIM_SERVER=http://127.0.0.1:$port FACESIM_TOKEN=$token
-until ./target/release/facesim health >/dev/null 2>&1; do sleep 1; done
+token=bench-admin-token-0123456789
+export FACESIM_TOKEN=$token
+# start_server NAME ARGS...: a fresh server on its own data dir and port.
+start_server() {
+    local name=$1
+    shift
+    [ -n "$server_pid" ] && kill "$server_pid" && wait "$server_pid" 2>/dev/null || true
+    local port=50$((RANDOM % 900 + 100))
+    FACESIM_ADMIN_TOKEN=$token ./target/release/facesim-server --addr "127.0.0.1:$port" \
+        --data-dir "$work/$name" "$@" > "$work/$name.log" 2>&1 &
+    server_pid=$!
+    export FACESIM_SERVER=http://127.0.0.1:$port
+    until ./target/release/facesim health >/dev/null 2>&1; do sleep 1; done
+}
+
+echo "== over gRPC, LFW descriptors (13,233) served as the gallery, $clients clients, exact" >&2
+start_server lfw --rank-bench-gallery "$cache/lfw.f32"
+./target/release/facesim bench rank --clients "$clients" --seconds 20 --mode exact --queries "$cache/lfw-queries.f32"
+echo "== over gRPC, synthetic $n x 128 served as the gallery, $clients clients, approximate" >&2
+start_server synthetic --rank-bench-gallery "$cache/rank-synthetic.f32"
+./target/release/facesim bench rank --clients "$clients" --seconds 20 --mode approximate \
+    --queries "$cache/rank-synthetic-queries.f32" --recall-sample 200
+
+echo "== over gRPC, demo gallery as imported, $clients clients" >&2
+start_server demo --demo
 # Wait for the demo's embeddings (the gallery is complete when the embedding job ends).
 until ./target/release/facesim jobs list 2>/dev/null | grep -q "embedding.*succeeded"; do sleep 2; done
 sleep 2

@@ -5,6 +5,7 @@ pub mod crowd;
 mod import;
 pub mod metrics;
 pub mod plot;
+pub mod rounds;
 
 use std::str::FromStr;
 

@@ -59,6 +59,9 @@ enum Command {
     /// The model registry: list, show (with ROC and loss plots), activate.
     #[command(subcommand)]
     Models(commands::train::ModelsCommand),
+    /// The closed loop: propose the next round with the newest model, report rounds and models.
+    #[command(subcommand, name = "loop")]
+    Loop(commands::rounds::LoopCommand),
     /// Simulated annotators voting through the API (admin role).
     #[command(subcommand)]
     Crowd(commands::labeling::CrowdCommand),
@@ -84,6 +87,10 @@ enum Command {
     /// Evaluate a model on a benchmark protocol.
     #[command(subcommand)]
     Eval(commands::eval::EvalCommand),
+    /// The whole platform in one go: start a server on a fresh folder, import the demo faces,
+    /// two labeling rounds by simulated annotators, GAML and CNN training, activation, ranking,
+    /// and a report.
+    Demo(commands::demo::DemoArgs),
     /// Show who the token belongs to.
     Whoami,
     /// Ask the server whether it is serving.
@@ -100,6 +107,10 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // The demo may start the server it then talks to.
+    if let Command::Demo(args) = cli.command {
+        return commands::demo::run(&cli.server, cli.token.as_deref(), args).await;
+    }
     let client = Client::connect(&cli.server, cli.token.as_deref()).await?;
     match cli.command {
         Command::Dataset(command) => commands::dataset::run(&client, command).await,
@@ -112,12 +123,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Label { batch, faces_dir } => commands::labeling::label(&client, batch, faces_dir).await,
         Command::Train(command) => commands::train::run(&client, command).await,
         Command::Models(command) => commands::train::models(&client, command).await,
+        Command::Loop(command) => commands::rounds::run(&client, command).await,
         Command::Crowd(command) => commands::labeling::crowd(&client, command).await,
         Command::Bench(command) => commands::labeling::bench(&client, command).await,
         Command::Rank(args) => commands::rank::rank(&client, args).await,
         Command::Compare { a, b, model } => commands::faces::compare(&client, &a, &b, &model).await,
         Command::Embed { face, model } => commands::faces::embed(&client, &face, &model).await,
         Command::Eval(command) => commands::eval::run(&client, command).await,
+        Command::Demo(_) => unreachable!("handled before connecting"),
         Command::Whoami => commands::admin::whoami(&client).await,
         Command::Health => commands::health(&client).await,
     }

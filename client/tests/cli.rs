@@ -23,10 +23,19 @@ fn facesim(server: &str, token: &str, args: &[&str]) -> (bool, String, String) {
 /// Runs `story` (blocking CLI calls, given the server address) against a real server on a
 /// loopback port whose data dir is `data_dir`, then stops the server cleanly.
 async fn with_server(data_dir: &std::path::Path, story: impl FnOnce(String) + Send + 'static) {
+    with_tuned_server(data_dir, |_| {}, story).await
+}
+
+async fn with_tuned_server(
+    data_dir: &std::path::Path,
+    tune: fn(&mut facesim_server::Config),
+    story: impl FnOnce(String) + Send + 'static,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = format!("http://{}", listener.local_addr().unwrap());
     let mut config = facesim_server::Config::with_data_dir(data_dir);
     config.admin_token = Some(ADMIN.into());
+    tune(&mut config);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(facesim_server::serve(
         config,
@@ -394,4 +403,164 @@ async fn a_researcher_trains_shows_evaluates_and_activates_a_model() {
         assert!(!ok && err.contains("no model \"cnn/9\""), "{err}");
     })
     .await;
+}
+
+/// A reduced `facesim demo` (30 people, small rounds, a few epochs) against a running server:
+/// the report's figures hold together and agree with what the server stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reduced_demo_runs_the_closed_loop_and_reports_consistent_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data_dir, faces, out) = (dir.path().join("data"), dir.path().join("faces"), dir.path().join("out"));
+    // The first 30 people of the bundled demo faces.
+    let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../datasets/lfw-demo");
+    let mut people: Vec<PathBuf> =
+        std::fs::read_dir(&demo).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    people.sort();
+    for person in people.iter().take(30) {
+        let target = faces.join(person.file_name().unwrap());
+        std::fs::create_dir_all(&target).unwrap();
+        for file in std::fs::read_dir(person).unwrap() {
+            let file = file.unwrap().path();
+            std::fs::copy(&file, target.join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    let files = faces.read_dir().unwrap().map(|p| p.unwrap().path().read_dir().unwrap().count()).sum::<usize>();
+
+    // The annotators still wait the server's minimum answer time, set to 0 here for speed.
+    with_tuned_server(
+        &data_dir,
+        |c| c.min_answer_millis = 0,
+        move |server| {
+            let args = [
+                "demo",
+                "--connect",
+                "--faces",
+                faces.to_str().unwrap(),
+                "--dir",
+                out.to_str().unwrap(),
+                "--round-pairs",
+                "100",
+                "--annotators",
+                "10",
+                "--gaml-epochs",
+                "3",
+                "--cnn-epochs",
+                "1",
+                "--cnn-batch",
+                "16",
+            ];
+            let (ok, stdout, stderr) = facesim(&server, ADMIN, &args);
+            assert!(ok, "demo failed: {stdout}\n{stderr}");
+            assert!(stdout.contains("=== facesim demo report"), "{stdout}");
+            let report: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+
+            assert_eq!(report["files"].as_u64().unwrap() as usize, files);
+            assert_eq!((report["identities"].as_u64(), report["imported"].as_u64()), (Some(30), Some(files as u64)));
+            // Two rounds, every proposed pair labeled; round 2 was proposed by the activated model.
+            let rounds = report["rounds"].as_array().unwrap();
+            let summary: Vec<(u64, u64, u64)> = rounds
+                .iter()
+                .map(|r| (r["round"].as_u64().unwrap(), r["pairs"].as_u64().unwrap(), r["labeled"].as_u64().unwrap()))
+                .collect();
+            assert_eq!(summary, vec![(1, 100, 100), (2, 75, 75)]);
+            let activated = report["activated"].as_str().unwrap();
+            assert_eq!(rounds[0]["proposed_by"][0], "descriptor/v1");
+            assert_eq!(rounds[1]["proposed_by"], serde_json::json!([activated]));
+            assert_eq!(report["votes"].as_u64(), Some(3 * 175), "three votes a pair");
+            assert_eq!(report["agreement"]["complete_pairs"].as_u64(), Some(175));
+
+            // Models: trained on round 1 (100 labels) twice, then on both rounds (175); figures in range.
+            let models = report["models"].as_array().unwrap();
+            let labels: Vec<u64> = models.iter().map(|m| m["label_count"].as_u64().unwrap()).collect();
+            assert_eq!(labels, vec![100, 100, 175]);
+            for m in models {
+                for side in ["scores", "baseline"] {
+                    let auc = m[side]["roc_auc"].as_f64().unwrap();
+                    let mcc = m[side]["mcc"].as_f64().unwrap();
+                    assert!((0.0..=1.0).contains(&auc) && (-1.0..=1.0).contains(&mcc), "{m}");
+                }
+            }
+            assert!(activated == models[0]["id"] || activated == models[1]["id"]);
+            // Retrieval in range for the descriptor and the active model; ranking answered k = 5
+            // results from the active model.
+            let retrieval = report["retrieval"].as_array().unwrap();
+            assert_eq!(
+                (retrieval[0]["model_id"].as_str(), retrieval[1]["model_id"].as_str()),
+                (Some("descriptor/v1"), Some(activated))
+            );
+            for r in retrieval {
+                assert_eq!(r["probes"].as_u64().unwrap() as usize, files);
+                assert!((0.0..=1.0).contains(&r["map"].as_f64().unwrap()));
+                let at: Vec<f64> =
+                    r["rank_at"].as_array().unwrap().iter().map(|x| x["share"].as_f64().unwrap()).collect();
+                assert!(at.windows(2).all(|w| w[0] <= w[1]), "Rank@K grows with K: {at:?}");
+            }
+            let ranking = report["ranking"].as_array().unwrap();
+            assert_eq!(ranking.len(), 5);
+            assert!(ranking.iter().all(|r| r["model_id"] == activated && r["results"] == 5), "{ranking:?}");
+            for plot in report["plots"].as_array().unwrap() {
+                for png in ["roc", "loss"] {
+                    let bytes = std::fs::read(plot[png].as_str().unwrap()).unwrap();
+                    assert!(bytes.starts_with(b"\x89PNG"), "{plot}");
+                }
+            }
+
+            // Stored labels are the majority of the stored votes, and the loop report agrees.
+            let (ok, labels_csv, err) = facesim(&server, ADMIN, &["labels", "export", "--format", "csv"]);
+            assert!(ok, "{err}");
+            let (ok, votes_csv, err) = facesim(&server, ADMIN, &["labels", "votes", "--format", "csv"]);
+            assert!(ok, "{err}");
+            check_majorities(&labels_csv, &votes_csv, 175);
+            let (ok, out, err) = facesim(&server, ADMIN, &["loop", "report"]);
+            assert!(ok, "{err}");
+            assert!(
+                out.contains("(active)")
+                    && out
+                        .lines()
+                        .filter(|l| l.trim_start().starts_with("1 ") || l.trim_start().starts_with("2 "))
+                        .count()
+                        >= 2,
+                "{out}"
+            );
+        },
+    )
+    .await;
+}
+
+/// Every exported label is the 2-of-3 majority of the counted votes exported for its pair, and
+/// no pair has more than three counted votes.
+fn check_majorities(labels_csv: &str, votes_csv: &str, expected_labels: usize) {
+    let mut votes: std::collections::HashMap<String, (u32, u32)> = std::collections::HashMap::new();
+    let mut reader = csv::Reader::from_reader(votes_csv.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let column = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let (pair, choice, counted) = (column("pair_id"), column("choice"), column("counted"));
+    for row in reader.records() {
+        let row = row.unwrap();
+        if &row[counted] != "true" {
+            continue;
+        }
+        let entry = votes.entry(row[pair].to_string()).or_default();
+        match &row[choice] {
+            "similar" => entry.0 += 1,
+            "dissimilar" => entry.1 += 1,
+            other => panic!("vote choice {other}"),
+        }
+    }
+    assert!(votes.values().all(|(s, d)| s + d <= 3), "at most three counted votes a pair");
+    let mut reader = csv::Reader::from_reader(labels_csv.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let column = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let (pair, majority) = (column("pair_id"), column("majority"));
+    let mut n = 0;
+    for row in reader.records() {
+        let row = row.unwrap();
+        let (similar, dissimilar) = votes[&row[pair]];
+        assert_eq!(similar + dissimilar, 3, "pair {}", &row[pair]);
+        let expected = if similar >= 2 { "similar" } else { "dissimilar" };
+        assert_eq!(&row[majority], expected, "pair {}: {similar} similar, {dissimilar} dissimilar", &row[pair]);
+        n += 1;
+    }
+    assert_eq!(n, expected_labels);
 }

@@ -62,7 +62,7 @@ fn main() {
     }
 
     let t = Instant::now();
-    let graph = Approx::build(&gallery, Metric::Euclidean);
+    let graph = Approx::build(&gallery, Metric::Euclidean, &Default::default()).expect("HNSW graph");
     let build_s = t.elapsed().as_secs_f64();
     let (mut times, mut total_recall) = (Vec::with_capacity(queries.len()), 0.0);
     for (q, truth) in queries.iter().zip(&exact) {

@@ -85,6 +85,13 @@ pub struct Config {
     /// Candidate list length of approximate searches (higher: better recall, slower).
     #[arg(long, env = "FACESIM_RANK_EF", default_value_t = 128)]
     pub rank_ef: usize,
+
+    /// Benchmarks only: serve the pretrained descriptor's ranking gallery from this file of
+    /// little-endian f32 vectors (the descriptor's dimension each; image ids 1, 2, ...; five
+    /// images an identity) instead of the stored embeddings, so the ranking RPCs can be measured
+    /// on galleries far larger than a test machine can import (`bench/rank.sh`).
+    #[arg(long, env = "FACESIM_RANK_BENCH_GALLERY")]
+    pub rank_bench_gallery: Option<PathBuf>,
 }
 
 impl Config {

@@ -95,21 +95,31 @@ pub async fn serve(
         let (store, datasets, labeling_config) = (store.clone(), datasets.clone(), config.labeling());
         tokio::task::spawn_blocking(move || labeling::Labeling::load(store, datasets, labeling_config)).await??
     };
+    let registry = models::Registry::new(store.clone());
     let proposals = proposal::Proposals::new(
         store.clone(),
         jobs.clone(),
         labeling.clone(),
+        proposal::ModelSource {
+            registry: registry.clone(),
+            descriptor: descriptor.clone(),
+            datasets: datasets.clone(),
+        },
         config.compute_threads,
         config.max_proposal_pairs,
     );
 
     let training =
         training::Training::new(store.clone(), datasets.clone(), jobs.clone(), config.data_dir.join("models"), device);
-    let registry = models::Registry::new(store.clone());
     // The active model's ranking index is built in the background; ranking's health says
     // NOT_SERVING until the first one is ready.
-    let indexes =
-        ranking::Indexes::start(store.clone(), datasets.clone(), registry.clone(), descriptor, config.rank_approx_min);
+    let indexes = ranking::Indexes::start(
+        store.clone(),
+        datasets.clone(),
+        registry.clone(),
+        descriptor,
+        ranking::IndexOptions { approx_min: config.rank_approx_min, bench_gallery: config.rank_bench_gallery.clone() },
+    );
     let ranking = ranking::Ranking::new(store.clone(), datasets.clone(), indexes, config.rank_ef);
 
     let addr = listener.local_addr()?;

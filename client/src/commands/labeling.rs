@@ -143,21 +143,8 @@ pub enum BenchCommand {
         #[arg(long, default_value = "bench")]
         prefix: String,
     },
-    /// Ranking QPS and latency with concurrent callers querying random stored images.
-    Rank {
-        #[arg(long, default_value_t = 8)]
-        clients: usize,
-        #[arg(long, default_value_t = 20.0)]
-        seconds: f64,
-        #[arg(short, long, default_value_t = 10)]
-        k: u32,
-        /// Force exact or approximate search (default: by gallery size).
-        #[arg(long, value_enum)]
-        mode: Option<super::rank::ModeArg>,
-        /// Model id (default: the active model).
-        #[arg(long, default_value = "")]
-        model: String,
-    },
+    /// Ranking QPS and latency with concurrent callers querying stored images or embeddings.
+    Rank(super::rank::BenchRankArgs),
 }
 
 fn example_ref(spec: &str) -> anyhow::Result<pb::ExampleRef> {
@@ -660,9 +647,7 @@ pub async fn crowd(client: &Client, command: CrowdCommand) -> anyhow::Result<()>
 pub async fn bench(client: &Client, command: BenchCommand) -> anyhow::Result<()> {
     let (annotators, seconds, prefix) = match command {
         BenchCommand::Votes { annotators, seconds, prefix } => (annotators, seconds, prefix),
-        BenchCommand::Rank { clients, seconds, k, mode, model } => {
-            return super::rank::bench_rank(client, clients, seconds, k, mode, &model).await;
-        }
+        BenchCommand::Rank(args) => return super::rank::bench_rank(client, args).await,
     };
     let crowd = annotator_clients(client, &prefix, annotators).await?;
     // Warm-up: connections, caches.

@@ -2,12 +2,14 @@
 
 pub mod admin;
 pub mod dataset;
+pub mod demo;
 pub mod eval;
 pub mod faces;
 pub mod jobs;
 pub mod labeling;
 pub mod pairs;
 pub mod rank;
+pub mod rounds;
 pub mod train;
 
 use facesim_client::{pb, Client, ClientError};

@@ -14,17 +14,17 @@ use super::{paginate, time};
 pub struct SelectionArgs {
     /// Model whose embeddings measure distance (default: the active model).
     #[arg(long, default_value = "")]
-    model: String,
+    pub model: String,
     /// Only images of this dataset (repeat for several; default: all).
     #[arg(long = "dataset")]
-    datasets: Vec<String>,
+    pub datasets: Vec<String>,
     /// Also pair images of the same identity.
     #[arg(long)]
-    include_same_identity: bool,
+    pub include_same_identity: bool,
 }
 
 impl SelectionArgs {
-    fn to_proto(&self) -> pb::PairSelection {
+    pub fn to_proto(&self) -> pb::PairSelection {
         pb::PairSelection {
             model_id: self.model.clone(),
             datasets: self.datasets.clone(),
@@ -57,6 +57,10 @@ pub enum PairsCommand {
         /// A note kept with the batches, e.g. "round 1".
         #[arg(long, default_value = "")]
         note: String,
+        /// Pairs whose distance is nearest the model's decision threshold first (the pairs the
+        /// model is least sure of), instead of the nearest pairs; needs --budget.
+        #[arg(long, requires = "budget")]
+        uncertain: bool,
         /// Create the batches closed (open them later with `facesim batches open`).
         #[arg(long)]
         closed: bool,
@@ -128,6 +132,23 @@ fn batch_state(state: i32) -> String {
         .unwrap_or("?".into())
 }
 
+/// Follows a proposal job to its end and prints its batches.
+pub async fn follow_proposal(client: &Client, job_id: u64) -> anyhow::Result<()> {
+    let job = watch(client, job_id).await?;
+    println!("job {} {}: {}", job.id, state_name(job.state), job.message);
+    if job.state != pb::JobState::Succeeded as i32 {
+        anyhow::bail!("proposal job {} ended {}", job.id, state_name(job.state));
+    }
+    if !job.batch_ids.is_empty() {
+        println!("{BATCH_HEADER}");
+        for &batch_id in &job.batch_ids {
+            let b = client.proposals().get_batch(pb::GetBatchRequest { batch_id }).await;
+            print_batch(&b.map_err(ClientError::from)?.into_inner());
+        }
+    }
+    Ok(())
+}
+
 fn print_batch(b: &pb::Batch) {
     println!(
         "{:>6}  {:<6} {:>6}  {:>6}  {:<14} {:<19}  {}",
@@ -153,6 +174,7 @@ pub async fn run(client: &Client, command: PairsCommand) -> anyhow::Result<()> {
             include_existing,
             batch_size,
             note,
+            uncertain,
             closed,
             no_wait,
         } => {
@@ -167,7 +189,7 @@ pub async fn run(client: &Client, command: PairsCommand) -> anyhow::Result<()> {
                 max_pairs_per_image: max_per_image,
                 exclude_existing: Some(!include_existing),
                 batch_size,
-                order: pb::ProposalOrder::Nearest as i32,
+                order: if uncertain { pb::ProposalOrder::Uncertain } else { pb::ProposalOrder::Nearest } as i32,
                 approximate: false,
                 note,
                 start_closed: closed,
@@ -177,19 +199,7 @@ pub async fn run(client: &Client, command: PairsCommand) -> anyhow::Result<()> {
                 println!("proposal job {} started; follow it with `facesim jobs watch {}`", job.id, job.id);
                 return Ok(());
             }
-            let job = watch(client, job.id).await?;
-            println!("job {} {}: {}", job.id, state_name(job.state), job.message);
-            if job.state != pb::JobState::Succeeded as i32 {
-                anyhow::bail!("proposal job {} ended {}", job.id, state_name(job.state));
-            }
-            if !job.batch_ids.is_empty() {
-                println!("{BATCH_HEADER}");
-                for &batch_id in &job.batch_ids {
-                    let b = client.proposals().get_batch(pb::GetBatchRequest { batch_id }).await;
-                    print_batch(&b.map_err(ClientError::from)?.into_inner());
-                }
-            }
-            Ok(())
+            follow_proposal(client, job.id).await
         }
         PairsCommand::Histogram { selection, bins, mark, png, rows } => {
             let request = pb::GetDistanceHistogramRequest {

@@ -139,6 +139,40 @@ pub async fn eval_retrieval(
     min_images: usize,
     concurrency: usize,
 ) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let r = retrieval_of(client, dataset, model, min_images, concurrency).await?;
+    println!(
+        "retrieval on {dataset:?}: {} probes, {} identities, model {} ({})",
+        r.result.probes,
+        r.people,
+        r.model_id,
+        metric_name(r.metric)
+    );
+    println!("mAP      {:.4}", r.result.map);
+    for (k, share) in &r.result.rank_at {
+        println!("Rank@{k:<3} {share:.4}");
+    }
+    eprintln!("embedded and scored in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// A model's retrieval figures on a dataset.
+pub struct Retrieved {
+    pub model_id: String,
+    pub metric: i32,
+    pub people: usize,
+    pub result: facesim_client::metrics::Retrieval,
+}
+
+/// Every image of `dataset` whose identity has at least `min_images` images is a probe against
+/// the rest, under `model` (the active one when empty): mAP and Rank@1/5/10.
+pub async fn retrieval_of(
+    client: &Client,
+    dataset: &str,
+    model: &str,
+    min_images: usize,
+    concurrency: usize,
+) -> anyhow::Result<Retrieved> {
     let mut images = dataset_images(client, dataset).await?;
     anyhow::ensure!(!images.is_empty(), "dataset {dataset:?} has no images");
     let mut per_identity: HashMap<u64, usize> = HashMap::new();
@@ -178,8 +212,6 @@ pub async fn eval_retrieval(
     let metric = info.map_err(ClientError::from)?.into_inner().metric;
     let cosine = metric == pb::DistanceMetric::Cosine as i32;
     let groups: Vec<u64> = images.iter().map(|i| i.identity_id).collect();
-
-    let started = Instant::now();
     let result = tokio::task::spawn_blocking(move || {
         let norms: Vec<f32> = vectors.iter().map(|v| v.iter().map(|x| x * x).sum::<f32>().sqrt()).collect();
         let score = |a: usize, b: usize| {
@@ -193,53 +225,115 @@ pub async fn eval_retrieval(
         retrieval(groups.len(), &groups, score, cosine, &[1, 5, 10])
     })
     .await?;
-    println!(
-        "retrieval on {dataset:?}: {} probes, {people} identities, model {model_id} ({})",
-        result.probes,
-        metric_name(metric)
-    );
-    println!("mAP      {:.4}", result.map);
-    for (k, share) in &result.rank_at {
-        println!("Rank@{k:<3} {share:.4}");
-    }
-    eprintln!("scored all {} probe pairs in {:.1} s", result.probes * result.probes, started.elapsed().as_secs_f64());
-    Ok(())
+    Ok(Retrieved { model_id, metric, people, result })
 }
 
-/// `facesim bench rank`: `clients` concurrent callers rank random stored images for `seconds`.
-pub async fn bench_rank(
-    client: &Client,
-    clients: usize,
-    seconds: f64,
-    k: u32,
-    mode: Option<ModeArg>,
-    model: &str,
-) -> anyhow::Result<()> {
-    let ids: Vec<u64> = dataset_images(client, "").await?.iter().map(|i| i.id).collect();
-    anyhow::ensure!(!ids.is_empty(), "the server has no images to rank");
-    let gallery = ids.len();
+#[derive(Debug, Args)]
+pub struct BenchRankArgs {
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    #[arg(long, default_value_t = 20.0)]
+    pub seconds: f64,
+    #[arg(short, long, default_value_t = 10)]
+    pub k: u32,
+    /// Force exact or approximate search (default: by gallery size).
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+    /// Model id (default: the active model).
+    #[arg(long, default_value = "")]
+    pub model: String,
+    /// Query with the embeddings in this file (little-endian f32 vectors of the model's
+    /// dimension) instead of stored images.
+    #[arg(long)]
+    pub queries: Option<std::path::PathBuf>,
+    /// Dimension of the vectors in `--queries`.
+    #[arg(long, default_value_t = 128)]
+    pub dim: usize,
+    /// Before the timed run, answer this many queries both ways and report the recall@k of the
+    /// requested mode against exact search (0: skip).
+    #[arg(long, default_value_t = 0)]
+    pub recall_sample: usize,
+}
+
+/// `facesim bench rank`: concurrent callers rank stored images (or given embeddings) for a while.
+pub async fn bench_rank(client: &Client, args: BenchRankArgs) -> anyhow::Result<()> {
+    let BenchRankArgs { clients, seconds, k, mode, model, queries, dim, recall_sample } = args;
+    let (faces, source): (Vec<pb::face_input::Face>, String) = match &queries {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            anyhow::ensure!(
+                dim > 0 && !bytes.is_empty() && bytes.len() % (4 * dim) == 0,
+                "{}: {} bytes is not a whole number of {dim}-float vectors",
+                path.display(),
+                bytes.len()
+            );
+            let faces: Vec<_> = bytes
+                .chunks_exact(4 * dim)
+                .map(|v| {
+                    let values = v.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                    pb::face_input::Face::Embedding(pb::Embedding { values })
+                })
+                .collect();
+            let source = format!("{} embeddings from {}", faces.len(), path.display());
+            (faces, source)
+        }
+        None => {
+            let ids: Vec<u64> = dataset_images(client, "").await?.iter().map(|i| i.id).collect();
+            anyhow::ensure!(!ids.is_empty(), "the server has no images to rank");
+            let source = format!("{} stored images", ids.len());
+            (ids.into_iter().map(pb::face_input::Face::ImageId).collect(), source)
+        }
+    };
     let mode = match mode {
         None => pb::SearchMode::Unspecified,
         Some(ModeArg::Exact) => pb::SearchMode::Exact,
         Some(ModeArg::Approximate) => pb::SearchMode::Approximate,
     } as i32;
-    let (ids, model) = (std::sync::Arc::new(ids), model.to_string());
-    let request = move |i: usize| pb::RankRequest {
-        query: Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(ids[i % ids.len()])) }),
+    let faces = std::sync::Arc::new(faces);
+    let request = move |i: usize, mode: i32| pb::RankRequest {
+        query: Some(pb::FaceInput { face: Some(faces[i % faces.len()].clone()) }),
         k,
         model_id: model.clone(),
         mode,
         ..Default::default()
     };
-    // Warm-up: connections, the index, an approximate graph if one is asked for.
-    let warm_until = Instant::now() + Duration::from_secs(120);
+    // Warm-up: connections, the index, an approximate graph if one is asked for (a million
+    // vectors take minutes to index on two cores).
+    let warm_until = Instant::now() + Duration::from_secs(1800);
+    let mut said = false;
     loop {
-        let r = client.ranking().rank(request(0)).await.map_err(ClientError::from)?.into_inner();
+        let r = match client.ranking().rank(request(0, mode)).await {
+            Ok(r) => r.into_inner(),
+            // The server is still building its first index.
+            Err(status) if status.code() == tonic::Code::Unavailable && Instant::now() < warm_until => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(status) => return Err(ClientError::from(status).into()),
+        };
         if r.mode == mode || mode == pb::SearchMode::Unspecified as i32 || Instant::now() > warm_until {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        if !said {
+            eprintln!("waiting for the server's approximate index ...");
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let recall = if recall_sample > 0 {
+        let (mut found, mut wanted) = (0usize, 0usize);
+        for i in 0..recall_sample {
+            let exact =
+                client.ranking().rank(request(i, pb::SearchMode::Exact as i32)).await.map_err(ClientError::from)?;
+            let asked = client.ranking().rank(request(i, mode)).await.map_err(ClientError::from)?;
+            let asked: Vec<u64> = asked.get_ref().results.iter().map(|r| r.image_id).collect();
+            wanted += exact.get_ref().results.len();
+            found += exact.get_ref().results.iter().filter(|r| asked.contains(&r.image_id)).count();
+        }
+        format!(", recall@{k} {:.4} on {recall_sample} queries", found as f64 / wanted.max(1) as f64)
+    } else {
+        String::new()
+    };
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -251,7 +345,7 @@ pub async fn bench_rank(
             let mut i = c * 7919;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                match client.ranking().rank(request(i)).await {
+                match client.ranking().rank(request(i, mode)).await {
                     Ok(r) => {
                         latencies.push(t.elapsed().as_secs_f64() * 1000.0);
                         *modes.entry(r.get_ref().mode).or_default() += 1;
@@ -276,10 +370,9 @@ pub async fn bench_rank(
     let q = |p: f64| facesim_client::crowd::CrowdReport::quantile(&latencies, p);
     let approximate = modes.get(&(pb::SearchMode::Approximate as i32)).copied().unwrap_or(0);
     println!(
-        "rank k={k}: {} queries in {elapsed:.1} s by {clients} clients over {} stored images: {:.0} QPS, \
-         p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {errors} errors, {approximate} approximate",
+        "rank k={k}: {} queries in {elapsed:.1} s by {clients} clients, {source}: {:.0} QPS, \
+         p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {errors} errors, {approximate} approximate{recall}",
         latencies.len(),
-        gallery,
         latencies.len() as f64 / elapsed,
         q(0.5),
         q(0.99),

@@ -294,7 +294,7 @@ pub async fn run(client: &Client, command: TrainCommand) -> anyhow::Result<()> {
 }
 
 /// Follows a training job with a progress bar over epochs; prints a line per epoch.
-async fn follow(client: &Client, job_id: u64) -> anyhow::Result<()> {
+pub async fn follow(client: &Client, job_id: u64) -> anyhow::Result<()> {
     let mut events =
         client.jobs().watch_job(pb::WatchJobRequest { job_id }).await.map_err(ClientError::from)?.into_inner();
     let bar = ProgressBar::new(0).with_style(

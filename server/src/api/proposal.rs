@@ -51,15 +51,11 @@ impl ProposalService for ProposalApi {
                 ))
             }
         };
-        match pb::ProposalOrder::try_from(req.order) {
-            Ok(pb::ProposalOrder::Unspecified | pb::ProposalOrder::Nearest) => {}
-            Ok(pb::ProposalOrder::Uncertain) => {
-                return Err(Status::unimplemented(
-                    "order UNCERTAIN needs a trained model's decision threshold; only NEAREST is available yet",
-                ))
-            }
+        let order = match pb::ProposalOrder::try_from(req.order) {
+            Ok(pb::ProposalOrder::Unspecified | pb::ProposalOrder::Nearest) => proposal::Order::Nearest,
+            Ok(pb::ProposalOrder::Uncertain) => proposal::Order::Uncertain,
             Err(_) => return Err(Status::invalid_argument(format!("unknown proposal order {}", req.order))),
-        }
+        };
         let spec = ProposalSpec {
             selection: selection(req.selection),
             limit,
@@ -69,6 +65,7 @@ impl ProposalService for ProposalApi {
             open: !req.start_closed,
             note: req.note,
             approximate: req.approximate,
+            order,
         };
         let proposals = self.state.proposals.clone();
         let job =

@@ -99,6 +99,7 @@ pub fn from_ranking(error: RankingError) -> Status {
         | RankingError::BadEmbedding { .. }
         | RankingError::MissingFace => Status::invalid_argument(message),
         RankingError::NoIndex => Status::unavailable(message),
+        RankingError::BenchGallery(_) => Status::failed_precondition(message),
         RankingError::Registry(e) => from_registry(e),
         RankingError::Model(e) => from_model(e),
         RankingError::Dataset(e) => from_dataset(e),
@@ -151,7 +152,11 @@ pub fn from_proposal(error: ProposalError) -> Status {
             Status::not_found(message)
         }
         ProposalError::InvalidRequest(_) => Status::invalid_argument(message),
-        ProposalError::NoImages(_) | ProposalError::NotEmbedded { .. } => Status::failed_precondition(message),
+        ProposalError::NoImages(_) | ProposalError::NotEmbedded { .. } | ProposalError::NoThreshold(_) => {
+            Status::failed_precondition(message)
+        }
+        ProposalError::Registry(e) => from_registry(e),
+        ProposalError::Model(e) => from_model(e),
         ProposalError::TooMany(_) => Status::resource_exhausted(message),
         ProposalError::Cancelled => Status::cancelled(message),
         ProposalError::Job(e) => from_jobs(e),

@@ -11,25 +11,8 @@ use crate::descriptor::{self, Descriptor};
 use crate::store::{ModelRecord, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown model {0:?}; pair proposal uses the pretrained descriptor, \"descriptor/v1\"")]
+#[error("no model {0:?}; `facesim models list` shows the registered ones")]
 pub struct UnknownModel(pub String);
-
-/// The id of the model a proposal names: empty means the descriptor, the only one proposal
-/// uses so far (ranking serves every registered model, see [`Registry::load`]).
-pub fn resolve(requested: &str) -> Result<String, UnknownModel> {
-    match requested {
-        "" | descriptor::MODEL_ID => Ok(descriptor::MODEL_ID.to_string()),
-        other => Err(UnknownModel(other.to_string())),
-    }
-}
-
-/// Embedding length of a model.
-pub fn dim(model_id: &str) -> Result<usize, UnknownModel> {
-    match model_id {
-        descriptor::MODEL_ID => Ok(descriptor::DIM),
-        other => Err(UnknownModel(other.to_string())),
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {

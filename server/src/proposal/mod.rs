@@ -4,13 +4,16 @@
 
 pub mod search;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 
+use crate::dataset::Datasets;
+use crate::descriptor::Descriptor;
 use crate::jobs::{JobError, JobHandle, JobKind, Jobs};
 use crate::labeling::{Labeling, LabelingError};
-use crate::models::{self, UnknownModel};
+use crate::models::{Metric, ModelError, Registry, RegistryError, UnknownModel};
 use crate::store::{
     id_key, BatchRecord, ImageRecord, NewPair, NewProposal, PairRecord, Store, StoreError, BATCH_CLOSED, BATCH_OPEN,
 };
@@ -35,6 +38,15 @@ pub enum ProposalError {
     NotEmbedded { model: String, missing: usize, total: usize },
     #[error("{0}")]
     InvalidRequest(String),
+    #[error(
+        "model {0} decides with a learned similarity head, not at an embedding distance; order \
+         UNCERTAIN needs a model with a distance threshold"
+    )]
+    NoThreshold(String),
+    #[error(transparent)]
+    Registry(RegistryError),
+    #[error("cannot embed the images with the model: {0}")]
+    Model(#[from] ModelError),
     #[error("more than {0} pairs match; lower the threshold, set a budget or raise --max-proposal-pairs")]
     TooMany(usize),
     #[error("no batch with id {0}")]
@@ -56,6 +68,15 @@ fn datasets_note(datasets: &[String]) -> String {
         String::new()
     } else {
         format!(" in dataset(s) {}", datasets.join(", "))
+    }
+}
+
+impl From<RegistryError> for ProposalError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::NotFound(id) => ProposalError::UnknownModel(UnknownModel(id)),
+            other => ProposalError::Registry(other),
+        }
     }
 }
 
@@ -84,6 +105,16 @@ pub enum Limit {
     Budget(usize),
 }
 
+/// Which pairs come first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// The smallest distances (the method's rule).
+    #[default]
+    Nearest,
+    /// Distances nearest the model's decision threshold: the pairs the model is least sure of.
+    Uncertain,
+}
+
 #[derive(Debug, Clone)]
 pub struct ProposalSpec {
     pub selection: Selection,
@@ -97,6 +128,7 @@ pub struct ProposalSpec {
     pub note: String,
     /// An approximate search was allowed; the search is exact all the same.
     pub approximate: bool,
+    pub order: Order,
 }
 
 impl ProposalSpec {
@@ -114,6 +146,9 @@ impl ProposalSpec {
         }
         if self.batch_size == 0 || self.batch_size > MAX_BATCH_SIZE {
             return bad(format!("batch_size must be between 1 and {MAX_BATCH_SIZE}, got {}", self.batch_size));
+        }
+        if self.order == Order::Uncertain && !matches!(self.limit, Limit::Budget(_)) {
+            return bad("order UNCERTAIN needs a budget (the N pairs nearest the threshold), not max_distance".into());
         }
         if self.note.len() > 1000 {
             return bad("note must be at most 1000 bytes".into());
@@ -134,13 +169,25 @@ pub struct DistanceHistogram {
     pub within_mark: u64,
 }
 
-/// The embedded images of a selection, in image id order.
+/// The embedded images of a selection, in image id order. Vectors of cosine models are scaled
+/// to unit length, so their Euclidean distance √(2 − 2·cos) orders pairs as cosine does.
 struct Gallery {
     model_id: String,
     images: Vec<ImageRecord>,
     identities: Vec<u64>,
     data: Vec<f32>,
     dim: usize,
+    /// The model's decision threshold as a distance between these vectors (none for models
+    /// that decide with a learned head).
+    threshold: Option<f32>,
+}
+
+/// What proposals need to embed images with any registered model.
+#[derive(Clone)]
+pub struct ModelSource {
+    pub registry: Registry,
+    pub descriptor: Arc<Descriptor>,
+    pub datasets: Datasets,
 }
 
 impl Gallery {
@@ -154,35 +201,74 @@ pub struct Proposals {
     store: Store,
     jobs: Jobs,
     labeling: Labeling,
+    models: ModelSource,
     threads: usize,
     max_pairs: usize,
 }
 
 impl Proposals {
     /// `threads` computing threads (0 = one per core); at most `max_pairs` pairs per proposal.
-    pub fn new(store: Store, jobs: Jobs, labeling: Labeling, threads: usize, max_pairs: usize) -> Self {
+    pub fn new(
+        store: Store,
+        jobs: Jobs,
+        labeling: Labeling,
+        models: ModelSource,
+        threads: usize,
+        max_pairs: usize,
+    ) -> Self {
         let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
-        Proposals { store, jobs, labeling, threads, max_pairs }
+        Proposals { store, jobs, labeling, models, threads, max_pairs }
     }
 
+    /// The selection's images with the model's embeddings. A trained model first embeds (and
+    /// stores) the images it has no embedding for yet; the descriptor's come from its job.
     fn gallery(&self, selection: &Selection) -> Result<Gallery, ProposalError> {
-        let model_id = models::resolve(&selection.model_id)?;
-        let dim = models::dim(&model_id)?;
+        let model_id =
+            if selection.model_id.is_empty() { self.models.registry.active_id()? } else { selection.model_id.clone() };
+        let model = self.models.registry.load(&model_id, &self.models.descriptor)?;
+        let dim = model.dim();
         let wanted: HashSet<&str> = selection.datasets.iter().map(String::as_str).collect();
-        let mut gallery = Gallery { model_id, images: Vec::new(), identities: Vec::new(), data: Vec::new(), dim };
-        let mut missing = 0;
+        let mut images = Vec::new();
+        let mut vectors = Vec::new();
+        let mut absent = Vec::new();
         for item in self.store.images.scan_from::<ImageRecord>(&id_key(0)) {
             let (_, image) = item?;
             if !wanted.is_empty() && !wanted.contains(image.dataset.as_str()) {
                 continue;
             }
-            match self.store.embedding(&gallery.model_id, image.id)? {
-                Some(values) if values.len() == dim => {
+            let vector = self.store.embedding(&model_id, image.id)?.filter(|v| v.len() == dim);
+            if vector.is_none() {
+                absent.push(image.id);
+            }
+            vectors.push(vector);
+            images.push(image);
+        }
+        let embedded: HashMap<u64, Vec<f32>> =
+            model.embed_stored(&self.store, &self.models.datasets, &absent)?.into_iter().collect();
+        let cosine = model.metric() == Metric::Cosine;
+        let threshold = match model.metric() {
+            _ if model.has_head() => None,
+            Metric::Euclidean => Some(model.threshold()),
+            // Unit vectors at cosine similarity c are √(2 − 2c) apart.
+            Metric::Cosine => Some((2.0 - 2.0 * model.threshold()).max(0.0).sqrt()),
+        };
+        let mut gallery =
+            Gallery { model_id, images: Vec::new(), identities: Vec::new(), data: Vec::new(), dim, threshold };
+        let mut missing = 0;
+        for (image, vector) in images.into_iter().zip(vectors) {
+            match vector.or_else(|| embedded.get(&image.id).cloned()) {
+                Some(mut values) => {
+                    if cosine {
+                        let norm = values.iter().map(|x| x * x).sum::<f32>().sqrt();
+                        if norm > 0.0 {
+                            values.iter_mut().for_each(|x| *x /= norm);
+                        }
+                    }
                     gallery.data.extend_from_slice(&values);
                     gallery.identities.push(image.identity_id);
                     gallery.images.push(image);
                 }
-                _ => missing += 1,
+                None => missing += 1,
             }
         }
         if gallery.images.is_empty() && missing == 0 {
@@ -228,11 +314,88 @@ impl Proposals {
     pub fn start(&self, spec: ProposalSpec, created_by: u64) -> Result<crate::store::JobRecord, ProposalError> {
         spec.validate(self.max_pairs)?;
         let gallery = self.gallery(&spec.selection)?;
+        if spec.order == Order::Uncertain && gallery.threshold.is_none() {
+            return Err(ProposalError::NoThreshold(gallery.model_id));
+        }
         let handle = self.jobs.start(JobKind::Proposal, created_by, &gallery.model_id, "cpu")?;
         let record = self.jobs.get(handle.id())?;
         let this = self.clone();
         self.jobs.spawn(handle, "proposal-job", move |handle| this.run(handle, spec, gallery));
         Ok(record)
+    }
+
+    /// The `k` pairs whose distance is nearest `threshold`. A histogram of all distances gives
+    /// the narrowest band around the threshold sure to hold `k` pairs; the band's pairs are then
+    /// collected and ordered by their distance from the threshold. Pairs skipped by the filter
+    /// (proposed before) can leave a band short: it is widened until it holds `k` or everything.
+    #[allow(clippy::too_many_arguments)]
+    fn uncertain(
+        &self,
+        vectors: &Vectors<'_>,
+        filter: &PairFilter<'_>,
+        gallery: &Gallery,
+        same_identity: bool,
+        k: usize,
+        threshold: f32,
+        per_image: usize,
+        control: &Control<'_>,
+    ) -> Result<Vec<search::Found>, ProposalError> {
+        const BINS: usize = 1_000;
+        let h = search::histogram(vectors, &gallery.identities, same_identity, BINS, threshold, control)?;
+        if h.total == 0 {
+            return Ok(Vec::new());
+        }
+        let width = (h.max - h.min).max(f32::MIN_POSITIVE) / BINS as f32;
+        let whole = (threshold - h.min).max(h.max - threshold) + width;
+        // Each bin lies wholly inside [threshold - w, threshold + w] from some w on; taking bins
+        // in that order, the first w whose bins hold k pairs.
+        let mut bins: Vec<(f32, u64)> = h
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, &count)| {
+                let lo = h.min + i as f32 * width;
+                ((threshold - lo).max(lo + width - threshold), count)
+            })
+            .collect();
+        bins.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut held = 0;
+        let mut w = whole;
+        for (needed, count) in bins {
+            held += count;
+            if held >= k as u64 {
+                w = needed;
+                break;
+            }
+        }
+        loop {
+            let w_now = w.min(whole);
+            let mut band = search::within_band(
+                vectors,
+                filter,
+                threshold - w_now,
+                threshold + w_now,
+                self.max_pairs.max(k),
+                control,
+            )?;
+            band.sort_by(|a, b| {
+                (a.distance() - threshold)
+                    .abs()
+                    .total_cmp(&(b.distance() - threshold).abs())
+                    .then(a.a.cmp(&b.a))
+                    .then(a.b.cmp(&b.b))
+            });
+            let chosen = if per_image > 0 {
+                search::cap_per_row(&band, gallery.images.len(), per_image, k)
+            } else {
+                band.truncate(k);
+                band
+            };
+            if chosen.len() >= k || w_now >= whole {
+                return Ok(chosen);
+            }
+            w *= 2.0;
+        }
     }
 
     fn run(&self, handle: JobHandle, spec: ProposalSpec, gallery: Gallery) {
@@ -268,8 +431,11 @@ impl Proposals {
         let control = Control { threads: self.threads, cancel: handle.cancel_flag(), progress: &progress };
         let vectors = gallery.vectors();
         let per_image = spec.max_pairs_per_image;
-        let found = match spec.limit {
-            Limit::MaxDistance(d) => {
+        let found = match (spec.order, spec.limit, gallery.threshold) {
+            (Order::Uncertain, Limit::Budget(k), Some(t)) => {
+                self.uncertain(&vectors, &filter, gallery, spec.selection.same_identity, k, t, per_image, &control)?
+            }
+            (_, Limit::MaxDistance(d), _) => {
                 let all = search::within(&vectors, &filter, d, self.max_pairs, &control)?;
                 if per_image > 0 {
                     search::cap_per_row(&all, n, per_image, usize::MAX)
@@ -277,8 +443,10 @@ impl Proposals {
                     all
                 }
             }
-            Limit::Budget(k) if per_image > 0 => search::nearest_capped(&vectors, &filter, k, per_image, &control)?,
-            Limit::Budget(k) => search::nearest(&vectors, &filter, k, &control)?,
+            (_, Limit::Budget(k), _) if per_image > 0 => {
+                search::nearest_capped(&vectors, &filter, k, per_image, &control)?
+            }
+            (_, Limit::Budget(k), _) => search::nearest(&vectors, &filter, k, &control)?,
         };
         let search_seconds = started.elapsed().as_secs_f64();
         if handle.is_cancelled() {
@@ -323,6 +491,11 @@ impl Proposals {
                 "; {} more were proposed before and stay in their batches",
                 stored.already_proposed
             ));
+        }
+        if spec.order == Order::Uncertain {
+            if let Some(t) = gallery.threshold {
+                message.push_str(&format!(", nearest the model's threshold (distance {t:.4}) first"));
+            }
         }
         if spec.approximate {
             message.push_str("; the search was exact (no approximate index is used for proposals)");

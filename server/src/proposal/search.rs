@@ -270,6 +270,19 @@ pub fn within(
     cap: usize,
     control: &Control<'_>,
 ) -> Result<Vec<Found>, SearchStop> {
+    within_band(v, filter, 0.0, max_distance, cap, control)
+}
+
+/// Every pair (after `filter`) with `min_distance <= distance <= max_distance`, sorted by
+/// distance; stops with `TooMany` past `cap` pairs.
+pub fn within_band(
+    v: &Vectors<'_>,
+    filter: &PairFilter<'_>,
+    min_distance: f32,
+    max_distance: f32,
+    cap: usize,
+    control: &Control<'_>,
+) -> Result<Vec<Found>, SearchStop> {
     // Pairs are kept by their reported distance (the square root), so that a pair shown with
     // distance d is always within a threshold of d; the screen's cut sits a little above d².
     let cut = max_distance * max_distance * (1.0 + 1e-6);
@@ -293,7 +306,8 @@ pub fn within(
                     return;
                 }
                 let squared = exact_squared_distance(v.row(a), v.row(b));
-                if squared.sqrt() <= max_distance {
+                let distance = squared.sqrt();
+                if distance <= max_distance && distance >= min_distance {
                     found.push(Found { a: a as u32, b: b as u32, squared });
                     if count.fetch_add(1, Ordering::Relaxed) + 1 > cap {
                         overflow.store(true, Ordering::Relaxed);

@@ -1,15 +1,20 @@
 //! A gallery: every embedded image of one model, in memory, with exact (brute-force) search.
 //!
-//! Scores come from dot products computed a block of rows at a time with one matrix multiply
-//! (`gemm`, which picks the CPU's SIMD kernels at run time) for all queries of a request at once.
-//! Euclidean distances use ‖g − q‖² = ‖g‖² + ‖q‖² − 2 g·q; the reported distances of the
-//! results are recomputed directly, so rounding in the identity can at most swap near-ties.
+//! A single query (the common case) is scored row by row with the SIMD kernels of
+//! [`super::kernel`], one pass over the gallery's memory. Several queries at once (`BatchRank`)
+//! get dot products a block of rows at a time with one matrix multiply (`gemm`, which picks the
+//! CPU's SIMD kernels at run time), so each block is read once for all of them; Euclidean
+//! distances then use ‖g − q‖² = ‖g‖² + ‖q‖² − 2 g·q, and the reported distances of the results
+//! are recomputed directly, so rounding in the identity can at most swap near-ties.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
+use super::kernel;
 use crate::models::Metric;
 
+/// Up to this many queries are scored row by row with the vector kernels; more share `gemm`.
+const ROW_BY_ROW_MAX: usize = 2;
 /// Gallery rows per matrix multiply: 1,024 rows × 128 floats = 512 KiB, about a core's L2.
 const BLOCK_ROWS: usize = 1024;
 /// Extra candidates kept before the direct recomputation of Euclidean distances.
@@ -65,7 +70,7 @@ impl GalleryBuilder {
 
     pub fn build(self) -> Gallery {
         let dim = self.dim;
-        let sq_norms = self.data.chunks_exact(dim).map(|v| v.iter().map(|x| x * x).sum()).collect();
+        let sq_norms = self.data.chunks_exact(dim).map(|v| kernel::dot(v, v)).collect();
         let row_of = self.rows.iter().enumerate().map(|(i, r)| (r.image_id, i)).collect();
         Gallery {
             dim,
@@ -170,7 +175,19 @@ impl Gallery {
             assert_eq!(query.len(), dim, "query of the gallery's dimension");
             q.extend_from_slice(query);
         }
-        let q_sq: Vec<f32> = queries.iter().map(|v| v.iter().map(|x| x * x).sum()).collect();
+        let q_sq: Vec<f32> = queries.iter().map(|v| kernel::dot(v, v)).collect();
+        if nq <= ROW_BY_ROW_MAX {
+            for (row, (g, &g_sq)) in self.data.chunks_exact(dim).zip(&self.sq_norms).enumerate() {
+                for (qi, query) in queries.iter().enumerate() {
+                    let score = match metric {
+                        Metric::Euclidean => kernel::sq_l2(g, query).sqrt(),
+                        Metric::Cosine => cosine(kernel::dot(g, query), g_sq, q_sq[qi]),
+                    };
+                    visit(qi, row, score);
+                }
+            }
+            return;
+        }
         let mut dots = Vec::new();
         for start in (0..self.len()).step_by(BLOCK_ROWS) {
             let end = (start + BLOCK_ROWS).min(self.len());
@@ -181,14 +198,7 @@ impl Gallery {
                 for (qi, &dot) in row_dots.iter().enumerate() {
                     let score = match metric {
                         Metric::Euclidean => (g_sq + q_sq[qi] - 2.0 * dot).max(0.0).sqrt(),
-                        Metric::Cosine => {
-                            let norms = (g_sq * q_sq[qi]).sqrt();
-                            if norms > 0.0 {
-                                dot / norms
-                            } else {
-                                0.0
-                            }
-                        }
+                        Metric::Cosine => cosine(dot, g_sq, q_sq[qi]),
                     };
                     visit(qi, row, score);
                 }
@@ -238,6 +248,16 @@ impl Gallery {
                 hits
             })
             .collect()
+    }
+}
+
+/// Cosine similarity from a dot product and squared norms; 0 against a zero vector.
+fn cosine(dot: f32, a_sq: f32, b_sq: f32) -> f32 {
+    let norms = (a_sq * b_sq).sqrt();
+    if norms > 0.0 {
+        dot / norms
+    } else {
+        0.0
     }
 }
 
@@ -304,21 +324,25 @@ mod tests {
     }
 
     #[test]
-    fn exact_search_matches_a_naive_scan_for_both_metrics_and_many_queries() {
-        let g = random_gallery(2_500, 24, 1);
+    fn exact_search_matches_a_naive_scan_for_both_metrics_one_query_and_many() {
+        // 130 = two 64-lane chunks plus a tail, so the vector kernels' every part is used.
+        let g = random_gallery(2_500, 130, 1);
         let queries: Vec<Vec<f32>> =
             (0..5).map(|i| g.vector(i * 97).iter().map(|x| x * 0.9 + 0.01).collect()).collect();
         let refs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
         for metric in [Metric::Euclidean, Metric::Cosine] {
-            let keep = |_: usize, row: usize| row % 7 != 3;
-            let found = g.top_k(&refs, metric, 10, &keep);
-            for (qi, hits) in found.iter().enumerate() {
-                let expected = naive(&g, refs[qi], metric, 10, |r| r % 7 != 3);
-                let rows: Vec<usize> = hits.iter().map(|h| h.row).collect();
-                let expected_rows: Vec<usize> = expected.iter().map(|h| h.row).collect();
-                assert_eq!(rows, expected_rows, "{metric:?} query {qi}");
-                for (h, e) in hits.iter().zip(&expected) {
-                    assert!((h.score - e.score).abs() < 1e-5);
+            for batch in [&refs[..1], &refs[..2], &refs[..]] {
+                let keep = |_: usize, row: usize| row % 7 != 3;
+                let found = g.top_k(batch, metric, 10, &keep);
+                assert_eq!(found.len(), batch.len());
+                for (qi, hits) in found.iter().enumerate() {
+                    let expected = naive(&g, batch[qi], metric, 10, |r| r % 7 != 3);
+                    let rows: Vec<usize> = hits.iter().map(|h| h.row).collect();
+                    let expected_rows: Vec<usize> = expected.iter().map(|h| h.row).collect();
+                    assert_eq!(rows, expected_rows, "{metric:?} query {qi} of {}", batch.len());
+                    for (h, e) in hits.iter().zip(&expected) {
+                        assert!((h.score - e.score).abs() < 1e-5);
+                    }
                 }
             }
         }

@@ -14,11 +14,12 @@
 //! and kept in a small cache.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use super::approx::Approx;
+use super::approx::{Approx, ApproxError};
 use super::gallery::{Gallery, GalleryBuilder};
 use super::RankingError;
 use crate::dataset::Datasets;
@@ -30,6 +31,15 @@ use crate::store::{id_key, IdentityRecord, ImageRecord, Store};
 const POLL: Duration = Duration::from_secs(1);
 /// Models other than the active one kept loaded (with their galleries) at a time.
 const PINNED_CACHE: usize = 4;
+
+/// How indexes are built.
+#[derive(Debug, Clone, Default)]
+pub struct IndexOptions {
+    /// Galleries at least this large are searched approximately by default.
+    pub approx_min: usize,
+    /// Benchmarks only: the descriptor's gallery comes from this file of f32 vectors.
+    pub bench_gallery: Option<PathBuf>,
+}
 
 /// A model's gallery, ready to answer queries.
 pub struct Served {
@@ -62,14 +72,15 @@ struct Inner {
     datasets: Datasets,
     registry: Registry,
     descriptor: Arc<Descriptor>,
-    /// Galleries at least this large are searched approximately by default.
-    approx_min: usize,
+    options: IndexOptions,
     serving: RwLock<Option<Arc<Served>>>,
     pinned: Mutex<Vec<(String, Arc<Served>)>>,
     /// Serialises builds of pinned models, so two requests don't build the same one twice.
     pinned_build: Mutex<()>,
     loaded: Mutex<HashMap<String, Arc<LoadedModel>>>,
     work: Mutex<Work>,
+    /// Set at shutdown: stops an HNSW build in progress.
+    stopping: AtomicBool,
     wake: Condvar,
     ready: tokio::sync::watch::Sender<bool>,
 }
@@ -88,7 +99,7 @@ impl Indexes {
         datasets: Datasets,
         registry: Registry,
         descriptor: Arc<Descriptor>,
-        approx_min: usize,
+        options: IndexOptions,
     ) -> Self {
         let (ready, _) = tokio::sync::watch::channel(false);
         let inner = Arc::new(Inner {
@@ -96,12 +107,13 @@ impl Indexes {
             datasets,
             registry,
             descriptor,
-            approx_min,
+            options,
             serving: RwLock::new(None),
             pinned: Mutex::new(Vec::new()),
             pinned_build: Mutex::new(()),
             loaded: Mutex::new(HashMap::new()),
             work: Mutex::new(Work::default()),
+            stopping: AtomicBool::new(false),
             wake: Condvar::new(),
             ready,
         });
@@ -130,8 +142,10 @@ impl Indexes {
         self.inner.wake.notify_all();
     }
 
-    /// Stops the indexer and waits for it (a build in progress finishes first).
+    /// Stops the indexer and waits for it (a gallery build in progress finishes first; an HNSW
+    /// build stops at once).
     pub fn shutdown(&self) {
+        self.inner.stopping.store(true, Ordering::Release);
         self.inner.work.lock().expect("not poisoned").stopping = true;
         self.inner.wake.notify_all();
         if let Some(handle) = self.thread.lock().expect("not poisoned").take() {
@@ -145,7 +159,7 @@ impl Indexes {
     }
 
     pub fn approx_min(&self) -> usize {
-        self.inner.approx_min
+        self.inner.options.approx_min
     }
 
     /// The index unpinned queries use now.
@@ -247,6 +261,12 @@ impl Inner {
     /// Reads (and for trained models first completes) a model's gallery.
     fn build(&self, model: Arc<LoadedModel>) -> Result<Served, RankingError> {
         let started = Instant::now();
+        if let Some(path) = self.options.bench_gallery.as_ref().filter(|_| model.id() == crate::descriptor::MODEL_ID) {
+            let version = self.store.gallery_version();
+            let gallery = bench_gallery(path, model.dim())?;
+            tracing::info!(path = %path.display(), images = gallery.len(), "benchmark gallery loaded");
+            return Ok(self.served(model, gallery, version));
+        }
         let images: Vec<ImageRecord> = self
             .store
             .images
@@ -286,8 +306,12 @@ impl Inner {
             ms = started.elapsed().as_millis() as u64,
             "ranking gallery built"
         );
-        let wants = gallery.len() >= self.approx_min;
-        Ok(Served { model, gallery, version, approx: OnceLock::new(), wants_approx: AtomicBool::new(wants) })
+        Ok(self.served(model, gallery, version))
+    }
+
+    fn served(&self, model: Arc<LoadedModel>, gallery: Gallery, version: u64) -> Served {
+        let wants = gallery.len() >= self.options.approx_min;
+        Served { model, gallery, version, approx: OnceLock::new(), wants_approx: AtomicBool::new(wants) }
     }
 
     fn serving(&self) -> Option<Arc<Served>> {
@@ -365,14 +389,23 @@ impl Inner {
                 .collect();
             for s in wanting {
                 let started = Instant::now();
-                let graph = Approx::build(&s.gallery, s.model.metric());
-                let _ = s.approx.set(graph);
-                tracing::info!(
-                    model = s.model.id(),
-                    images = s.gallery.len(),
-                    ms = started.elapsed().as_millis() as u64,
-                    "HNSW graph built"
-                );
+                match Approx::build(&s.gallery, s.model.metric(), &self.stopping) {
+                    Ok(graph) => {
+                        let _ = s.approx.set(graph);
+                        tracing::info!(
+                            model = s.model.id(),
+                            images = s.gallery.len(),
+                            ms = started.elapsed().as_millis() as u64,
+                            "HNSW graph built"
+                        );
+                    }
+                    Err(ApproxError::Stopped) => return,
+                    Err(e) => {
+                        // Not asked for again for this gallery: its queries are answered exactly.
+                        s.wants_approx.store(false, Ordering::Release);
+                        tracing::error!(model = s.model.id(), error = %e, "approximate search stays off");
+                    }
+                }
             }
         }
     }
@@ -404,6 +437,27 @@ impl Inner {
         }
         self.ready.send_replace(true);
     }
+}
+
+/// A gallery of `dim`-float vectors read from a file (`--rank-bench-gallery`).
+fn bench_gallery(path: &Path, dim: usize) -> Result<Gallery, RankingError> {
+    let bad = |why: String| RankingError::BenchGallery(format!("{}: {why}", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    if bytes.is_empty() || bytes.len() % (4 * dim) != 0 {
+        return Err(bad(format!("{} bytes is not a whole number of {dim}-float vectors", bytes.len())));
+    }
+    let mut builder = GalleryBuilder::new(dim);
+    let mut vector = vec![0f32; dim];
+    for (row, chunk) in bytes.chunks_exact(4 * dim).enumerate() {
+        for (v, b) in vector.iter_mut().zip(chunk.chunks_exact(4)) {
+            *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        let identity = row as u64 / 5 + 1;
+        if !builder.push(row as u64 + 1, identity, "", "bench", &vector) {
+            return Err(bad(format!("vector {} is not finite", row + 1)));
+        }
+    }
+    Ok(builder.build())
 }
 
 fn needs_approx(s: &Served) -> bool {

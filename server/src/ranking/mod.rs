@@ -8,6 +8,7 @@
 pub mod approx;
 pub mod gallery;
 pub mod index;
+pub mod kernel;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use crate::dataset::{decode_limited, face_crop, DatasetError, Datasets, DecodeEr
 use crate::models::{LoadedModel, Metric, ModelError, RegistryError};
 use crate::store::{Store, StoreError};
 use gallery::Hit;
-pub use index::{Indexes, Served};
+pub use index::{IndexOptions, Indexes, Served};
 
 /// The descriptor's decision threshold on Euclidean distance. dlib documents 0.6 for faces
 /// aligned by its landmark pipeline; facesim's centre-crop preprocessing measured its best
@@ -116,6 +117,8 @@ pub enum RankingError {
     MissingFace,
     #[error("the ranking index is still being built (the server just started); retry in a moment")]
     NoIndex,
+    #[error("the benchmark gallery cannot be used: {0}")]
+    BenchGallery(String),
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]

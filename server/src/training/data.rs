@@ -30,6 +30,8 @@ pub struct LabelledPair {
     pub target: f32,
     /// The labelled pair's id, 0 for pairs from a pair list.
     pub pair_id: u64,
+    /// The labeling batch of the pair, 0 for pairs from a pair list.
+    pub batch_id: u64,
 }
 
 impl LabelledPair {
@@ -81,7 +83,13 @@ pub fn from_labels(store: &Store, query: &LabelQuery) -> Result<Vec<LabelledPair
                 _ => continue,
             }
         };
-        out.push(LabelledPair { image_a: pair.image_a, image_b: pair.image_b, target, pair_id: label.pair_id });
+        out.push(LabelledPair {
+            image_a: pair.image_a,
+            image_b: pair.image_b,
+            target,
+            pair_id: label.pair_id,
+            batch_id: pair.batch_id,
+        });
     }
     Ok(out)
 }
@@ -151,9 +159,13 @@ pub fn resolve_pair_list(
     let (mut out, mut missing) = (Vec::new(), 0);
     for pair in listed {
         match (find(&pair.a.0, pair.a.1)?, find(&pair.b.0, pair.b.1)?) {
-            (Some(a), Some(b)) if a != b => {
-                out.push(LabelledPair { image_a: a, image_b: b, target: if pair.same { 1.0 } else { 0.0 }, pair_id: 0 })
-            }
+            (Some(a), Some(b)) if a != b => out.push(LabelledPair {
+                image_a: a,
+                image_b: b,
+                target: if pair.same { 1.0 } else { 0.0 },
+                pair_id: 0,
+                batch_id: 0,
+            }),
             _ => missing += 1,
         }
     }

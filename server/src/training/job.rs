@@ -124,7 +124,12 @@ fn gather(training: &Training, data: &DataSource) -> Result<(Vec<LabelledPair>, 
             if query.soft_labels {
                 description.push_str(", soft labels");
             }
-            Ok((pairs, description, query.batch_ids.clone()))
+            // The batches the labels really came from (all of them when none was named), so
+            // the model records which rounds of labeling it learnt from.
+            let mut batches: Vec<u64> = pairs.iter().map(|p| p.batch_id).filter(|&b| b != 0).collect();
+            batches.sort_unstable();
+            batches.dedup();
+            Ok((pairs, description, batches))
         }
         DataSource::PairList { dataset, text } => {
             if !crate::dataset::valid_dataset_name(dataset) {

@@ -10,5 +10,6 @@ mod proposal;
 mod python_client;
 mod ranking;
 mod restart;
+mod rounds;
 mod training;
 mod transport;

@@ -215,7 +215,7 @@ async fn bad_proposals_get_precise_errors() {
                 ..budget(5, 0)
             },
             Code::NotFound,
-            "unknown model",
+            "no model \"cnn/9\"",
         ),
         (
             pb::ProposePairsRequest {
@@ -225,7 +225,15 @@ async fn bad_proposals_get_precise_errors() {
             Code::FailedPrecondition,
             "in dataset(s) nope",
         ),
-        (pb::ProposePairsRequest { order: 2, ..budget(5, 0) }, Code::Unimplemented, "UNCERTAIN"),
+        (
+            pb::ProposePairsRequest {
+                order: pb::ProposalOrder::Uncertain as i32,
+                limit: Some(pb::propose_pairs_request::Limit::MaxDistance(0.5)),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "UNCERTAIN needs a budget",
+        ),
         (pb::ProposePairsRequest { order: 9, ..budget(5, 0) }, Code::InvalidArgument, "order"),
     ];
     for (request, code, words) in cases {
