@@ -94,9 +94,11 @@ start_server() {
     until ./target/release/facesim health >/dev/null 2>&1; do sleep 1; done
 }
 
-echo "== over gRPC, LFW descriptors (13,233) served as the gallery, $clients clients, exact" >&2
+echo "== over gRPC, LFW descriptors (13,233) served as the gallery, 1, 2 and $clients clients, exact" >&2
 start_server lfw --rank-bench-gallery "$cache/lfw.f32"
-./target/release/facesim bench rank --clients "$clients" --seconds 20 --mode exact --queries "$cache/lfw-queries.f32"
+for c in 1 2 "$clients"; do
+    ./target/release/facesim bench rank --clients "$c" --seconds 15 --mode exact --queries "$cache/lfw-queries.f32"
+done
 echo "== over gRPC, synthetic $n x 128 served as the gallery, $clients clients, approximate" >&2
 start_server synthetic --rank-bench-gallery "$cache/rank-synthetic.f32"
 ./target/release/facesim bench rank --clients "$clients" --seconds 20 --mode approximate \

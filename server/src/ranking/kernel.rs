@@ -23,8 +23,9 @@ fn reduce(mut acc: [f32; LANES]) -> f32 {
     acc[0]
 }
 
+/// `Σ term(a[i], b[i])` in `LANES` independent partial sums.
 #[inline(always)]
-fn dot_body(a: &[f32], b: &[f32]) -> f32 {
+fn lanes(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f32) -> f32 {
     let mut acc = [0f32; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let (ra, rb) = (ca.remainder(), cb.remainder());
@@ -32,27 +33,21 @@ fn dot_body(a: &[f32], b: &[f32]) -> f32 {
         // Fixed-size views: no bounds checks inside, so the loop becomes vector instructions.
         let (x, y): (&[f32; LANES], &[f32; LANES]) = (x.try_into().unwrap(), y.try_into().unwrap());
         for j in 0..LANES {
-            acc[j] += x[j] * y[j];
+            acc[j] += term(x[j], y[j]);
         }
     }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| term(*x, *y)).sum();
     reduce(acc) + tail
 }
 
 #[inline(always)]
+fn dot_body(a: &[f32], b: &[f32]) -> f32 {
+    lanes(a, b, |x, y| x * y)
+}
+
+#[inline(always)]
 fn sq_l2_body(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        let (x, y): (&[f32; LANES], &[f32; LANES]) = (x.try_into().unwrap(), y.try_into().unwrap());
-        for j in 0..LANES {
-            let d = x[j] - y[j];
-            acc[j] += d * d;
-        }
-    }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| (x - y) * (x - y)).sum();
-    reduce(acc) + tail
+    lanes(a, b, |x, y| (x - y) * (x - y))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -78,42 +73,61 @@ mod x86 {
     }
 }
 
-/// `a · b` over the shorter length.
+type Kernel = fn(&[f32], &[f32]) -> f32;
+#[cfg(target_arch = "x86_64")]
+type WideKernel = unsafe fn(&[f32], &[f32]) -> f32;
+
+/// Runs the widest kernel the CPU supports on `a` and `b` cut to the same length.
 #[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+fn run(
+    a: &[f32],
+    b: &[f32],
+    portable: Kernel,
+    #[cfg(target_arch = "x86_64")] avx512: WideKernel,
+    #[cfg(target_arch = "x86_64")] avx2: WideKernel,
+) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { x86::dot_avx512(a, b) };
+            return unsafe { avx512(a, b) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            return unsafe { x86::dot_avx2(a, b) };
+            return unsafe { avx2(a, b) };
         }
     }
-    dot_body(a, b)
+    portable(a, b)
+}
+
+/// `a · b` over the shorter length.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    run(
+        a,
+        b,
+        dot_body,
+        #[cfg(target_arch = "x86_64")]
+        x86::dot_avx512,
+        #[cfg(target_arch = "x86_64")]
+        x86::dot_avx2,
+    )
 }
 
 /// `‖a − b‖²` over the shorter length.
 #[inline]
 pub fn sq_l2(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { x86::sq_l2_avx512(a, b) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            return unsafe { x86::sq_l2_avx2(a, b) };
-        }
-    }
-    sq_l2_body(a, b)
+    run(
+        a,
+        b,
+        sq_l2_body,
+        #[cfg(target_arch = "x86_64")]
+        x86::sq_l2_avx512,
+        #[cfg(target_arch = "x86_64")]
+        x86::sq_l2_avx2,
+    )
 }
 
 #[cfg(test)]
