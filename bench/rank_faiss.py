@@ -2,7 +2,8 @@
 efConstruction=200, efSearch=ef) on the same vectors and queries, one query at a time on one
 thread for latency (the graph is built with all threads). Prints JSON lines.
 
-usage: python3 bench/rank_faiss.py <vectors.f32> <queries.f32> <k> <ef> <build threads> [yes|no]
+usage: python3 bench/rank_faiss.py <vectors.f32> <queries.f32> <k> <ef[,ef...]> <build threads> [yes|no]
+(one graph, searched once per ef given)
 """
 import json
 import sys
@@ -11,7 +12,8 @@ import time
 import faiss
 import numpy as np
 
-vectors, queries, k, ef, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+vectors, queries, k, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[5])
+efs = [int(e) for e in sys.argv[4].split(",")]
 with_hnsw = len(sys.argv) < 7 or sys.argv[6] == "yes"
 x = np.fromfile(vectors, dtype="<f4").reshape(-1, 128)
 q = np.fromfile(queries, dtype="<f4").reshape(-1, 128)
@@ -44,12 +46,13 @@ if with_hnsw:
     t = time.perf_counter()
     hnsw.add(x)
     build = time.perf_counter() - t
-    hnsw.hnsw.efSearch = ef
-    times, found = timed(hnsw)
-    recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(exact, found)])
-    print(json.dumps({"impl": "faiss", "index": "IndexHNSWFlat", "n": n, "k": k, "ef": ef,
-                      "build_s": round(build, 1),
-                      "p50_ms": round(float(np.percentile(times, 50)), 4),
-                      "p99_ms": round(float(np.percentile(times, 99)), 4),
-                      "qps_1_thread": round(len(q) / (times.sum() / 1000), 1),
-                      "recall": round(float(recall), 4)}))
+    for ef in efs:
+        hnsw.hnsw.efSearch = ef
+        times, found = timed(hnsw)
+        recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(exact, found)])
+        print(json.dumps({"impl": "faiss", "index": "IndexHNSWFlat", "n": n, "k": k, "ef": ef,
+                          "build_s": round(build, 1),
+                          "p50_ms": round(float(np.percentile(times, 50)), 4),
+                          "p99_ms": round(float(np.percentile(times, 99)), 4),
+                          "qps_1_thread": round(len(q) / (times.sum() / 1000), 1),
+                          "recall": round(float(recall), 4)}), flush=True)

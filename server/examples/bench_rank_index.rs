@@ -4,9 +4,10 @@
 //! vectors and queries.
 //!
 //! cargo run --release -p facesim-server --example bench_rank_index -- \
-//!     <vectors.f32> <queries.f32> <k> <ef> [hnsw: yes|no]
+//!     <vectors.f32> <queries.f32> <k> <ef[,ef...]> [hnsw: yes|no]
 //!
-//! Prints JSON lines: exact latency, then HNSW build time, latency and recall@k against exact.
+//! Prints JSON lines: exact latency, then HNSW build time, and latency and recall@k against
+//! exact for each ef (one graph, searched once per ef).
 
 use std::time::Instant;
 
@@ -28,11 +29,11 @@ fn quantile(values: &mut [f64], q: f64) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: bench_rank_index <vectors.f32> <queries.f32> <k> <ef> [yes|no]";
+    let usage = "usage: bench_rank_index <vectors.f32> <queries.f32> <k> <ef[,ef...]> [yes|no]";
     assert!(args.len() >= 5, "{usage}");
     let (data, queries) = (read(&args[1]), read(&args[2]));
     let k: usize = args[3].parse().expect("k");
-    let ef: usize = args[4].parse().expect("ef");
+    let efs: Vec<usize> = args[4].split(',').map(|e| e.parse().expect("ef")).collect();
     let with_hnsw = args.get(5).is_none_or(|a| a == "yes");
 
     let mut builder = GalleryBuilder::new(DIM);
@@ -64,18 +65,20 @@ fn main() {
     let t = Instant::now();
     let graph = Approx::build(&gallery, Metric::Euclidean, &Default::default()).expect("HNSW graph");
     let build_s = t.elapsed().as_secs_f64();
-    let (mut times, mut total_recall) = (Vec::with_capacity(queries.len()), 0.0);
-    for (q, truth) in queries.iter().zip(&exact) {
-        let t = Instant::now();
-        let hits = graph.search(&gallery, q, k, ef, &|_| true);
-        times.push(t.elapsed().as_secs_f64() * 1000.0);
-        total_recall += recall(truth, &hits);
+    for ef in efs {
+        let (mut times, mut total_recall) = (Vec::with_capacity(queries.len()), 0.0);
+        for (q, truth) in queries.iter().zip(&exact) {
+            let t = Instant::now();
+            let hits = graph.search(&gallery, q, k, ef, &|_| true);
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            total_recall += recall(truth, &hits);
+        }
+        let qps = queries.len() as f64 / (times.iter().sum::<f64>() / 1000.0);
+        println!(
+            "{{\"impl\":\"facesim\",\"index\":\"hnsw\",\"n\":{n},\"k\":{k},\"ef\":{ef},\"build_s\":{build_s:.1},\"p50_ms\":{:.4},\"p99_ms\":{:.4},\"qps_1_thread\":{qps:.1},\"recall\":{:.4}}}",
+            quantile(&mut times, 0.5),
+            quantile(&mut times, 0.99),
+            total_recall / queries.len() as f64
+        );
     }
-    let qps = queries.len() as f64 / (times.iter().sum::<f64>() / 1000.0);
-    println!(
-        "{{\"impl\":\"facesim\",\"index\":\"hnsw\",\"n\":{n},\"k\":{k},\"ef\":{ef},\"build_s\":{build_s:.1},\"p50_ms\":{:.4},\"p99_ms\":{:.4},\"qps_1_thread\":{qps:.1},\"recall\":{:.4}}}",
-        quantile(&mut times, 0.5),
-        quantile(&mut times, 0.99),
-        total_recall / queries.len() as f64
-    );
 }
