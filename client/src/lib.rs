@@ -18,7 +18,7 @@ use pb::{
 };
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
 pub use import::{scan_import_dir, ImportEntry, ImportProgress};
@@ -39,6 +39,8 @@ pub enum ClientError {
     },
     #[error("the token contains characters that cannot be sent in a header")]
     BadToken,
+    #[error("a TLS certificate authority was given for {0}, which is not an https:// address")]
+    CaWithoutHttps(String),
     #[error("{}: {}", code_name(.0.code()), .0.message())]
     Rpc(Status),
     #[error("cannot draw {path}: {message}")]
@@ -87,13 +89,31 @@ impl tonic::service::Interceptor for BearerAuth {
 /// The transport every stub uses.
 pub type Transport = InterceptedService<Channel, BearerAuth>;
 
+/// How to check an `https://` server's certificate.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// PEM certificate(s) of the authority that signed the server's certificate (a private CA or
+    /// a self-signed certificate). Without it the Mozilla root set is trusted.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The name to check the certificate against, when it differs from the address's host.
+    pub domain: Option<String>,
+}
+
+impl TlsOptions {
+    /// Trusts the authority in the PEM file at `path`.
+    pub fn with_ca_file(path: &std::path::Path) -> Result<Self, ClientError> {
+        let pem = std::fs::read(path).map_err(|source| ClientError::Io { path: path.display().to_string(), source })?;
+        Ok(TlsOptions { ca_pem: Some(pem), domain: None })
+    }
+}
+
 /// A connection to a facesim server.
 #[derive(Clone)]
 pub struct Client {
     channel: Channel,
     auth: BearerAuth,
-    /// The address it connected to, when it made its own connection.
-    server: Option<String>,
+    /// The address it connected to (and how), when it made its own connection.
+    server: Option<(String, TlsOptions)>,
 }
 
 macro_rules! stub {
@@ -107,19 +127,40 @@ macro_rules! stub {
 }
 
 impl Client {
-    /// Connects to `server` (e.g. `http://127.0.0.1:50051`) and sends `token` with every call.
+    /// Connects to `server` (e.g. `http://127.0.0.1:50051`, or `https://…` for a server started
+    /// with `--tls-cert`, checked against the Mozilla roots) and sends `token` with every call.
     pub async fn connect(server: &str, token: Option<&str>) -> Result<Self, ClientError> {
-        let endpoint = Endpoint::from_str(server).map_err(|e| ClientError::Address(server.into(), e.to_string()))?;
+        Self::connect_with(server, token, &TlsOptions::default()).await
+    }
+
+    /// As [`Client::connect`], checking an `https://` server's certificate as `tls` says.
+    pub async fn connect_with(server: &str, token: Option<&str>, tls: &TlsOptions) -> Result<Self, ClientError> {
+        let mut endpoint =
+            Endpoint::from_str(server).map_err(|e| ClientError::Address(server.into(), e.to_string()))?;
+        if server.starts_with("https://") {
+            let mut config = ClientTlsConfig::new();
+            config = match &tls.ca_pem {
+                Some(pem) => config.ca_certificate(Certificate::from_pem(pem)),
+                None => config.with_webpki_roots(),
+            };
+            if let Some(domain) = &tls.domain {
+                config = config.domain_name(domain.clone());
+            }
+            endpoint =
+                endpoint.tls_config(config).map_err(|source| ClientError::Connect { addr: server.into(), source })?;
+        } else if tls.ca_pem.is_some() {
+            return Err(ClientError::CaWithoutHttps(server.into()));
+        }
         let channel =
             endpoint.connect().await.map_err(|source| ClientError::Connect { addr: server.into(), source })?;
-        Ok(Client { server: Some(server.to_string()), ..Self::from_channel(channel, token)? })
+        Ok(Client { server: Some((server.to_string(), tls.clone())), ..Self::from_channel(channel, token)? })
     }
 
     /// A client for another user on a connection of its own (as a separate person's browser or
     /// terminal would have); shares this client's connection when it was made from a channel.
     pub async fn connect_as(&self, token: Option<&str>) -> Result<Self, ClientError> {
         match &self.server {
-            Some(server) => Self::connect(server, token).await,
+            Some((server, tls)) => Self::connect_with(server, token, tls).await,
             None => self.with_token(token),
         }
     }

@@ -17,6 +17,11 @@ struct Cli {
     #[arg(long, global = true, env = "FACESIM_TOKEN", hide_env_values = true)]
     token: Option<String>,
 
+    /// PEM certificate of the authority that signed an `https://` server's certificate (a
+    /// private CA or the server's self-signed certificate); the Mozilla roots otherwise.
+    #[arg(long, global = true, env = "FACESIM_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -111,7 +116,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Demo(args) = cli.command {
         return commands::demo::run(&cli.server, cli.token.as_deref(), args).await;
     }
-    let client = Client::connect(&cli.server, cli.token.as_deref()).await?;
+    let tls = match &cli.tls_ca {
+        Some(path) => facesim_client::TlsOptions::with_ca_file(path)?,
+        None => facesim_client::TlsOptions::default(),
+    };
+    let client = Client::connect_with(&cli.server, cli.token.as_deref(), &tls).await?;
     match cli.command {
         Command::Dataset(command) => commands::dataset::run(&client, command).await,
         Command::Admin(command) => commands::admin::run(&client, command).await,

@@ -92,6 +92,30 @@ pub struct Config {
     /// on galleries far larger than a test machine can import (`bench/rank.sh`).
     #[arg(long, env = "FACESIM_RANK_BENCH_GALLERY")]
     pub rank_bench_gallery: Option<PathBuf>,
+
+    /// PEM certificate chain: serve gRPC and gRPC-Web over TLS (with `--tls-key`). Without it
+    /// the server speaks plaintext, which is only fit for loopback or a TLS-terminating proxy.
+    #[arg(long, env = "FACESIM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "FACESIM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Failed authentications (missing, unknown, revoked or expired tokens) one client address may
+    /// make per `--auth-failure-window-seconds` before its calls are refused with
+    /// RESOURCE_EXHAUSTED until the window ends; 0 turns the limit off.
+    #[arg(long, env = "FACESIM_AUTH_FAILURE_LIMIT", default_value_t = 20)]
+    pub auth_failure_limit: u32,
+
+    /// Length of the failed-authentication window.
+    #[arg(long, env = "FACESIM_AUTH_FAILURE_WINDOW_SECONDS", default_value_t = 60)]
+    pub auth_failure_window_seconds: u64,
+
+    /// An upload stream that sends nothing for this long is ended with DEADLINE_EXCEEDED (what
+    /// it had delivered stays imported).
+    #[arg(long, env = "FACESIM_STREAM_IDLE_SECONDS", default_value_t = 60)]
+    pub stream_idle_seconds: u64,
 }
 
 impl Config {
@@ -117,6 +141,25 @@ impl Config {
             max_leases_per_annotator: self.max_leases_per_annotator.max(1),
             gold_every: self.gold_every,
         }
+    }
+
+    /// The certificate and key of `--tls-cert`/`--tls-key`, read and checked, when both are set.
+    pub fn tls_identity(&self) -> Result<Option<tonic::transport::Identity>, crate::ServerError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
+        let read = |path: &PathBuf, what: &str, marker: &str| {
+            let pem = std::fs::read(path)
+                .map_err(|e| crate::ServerError::Tls(format!("cannot read the {what} {}: {e}", path.display())))?;
+            if !String::from_utf8_lossy(&pem).contains(marker) {
+                return Err(crate::ServerError::Tls(format!(
+                    "{} is not a PEM {what} (no `{marker}` block)",
+                    path.display()
+                )));
+            }
+            Ok(pem)
+        };
+        let cert = read(cert, "certificate", "-----BEGIN CERTIFICATE-----")?;
+        let key = read(key, "private key", "PRIVATE KEY-----")?;
+        Ok(Some(tonic::transport::Identity::from_pem(cert, key)))
     }
 
     /// The message limit actually applied: never below what one image upload needs.

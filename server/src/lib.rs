@@ -46,6 +46,8 @@ pub enum ServerError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("a blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
 }
 
 /// What `serve` reports once it is listening, before it starts answering.
@@ -54,6 +56,8 @@ pub struct Started {
     pub addr: std::net::SocketAddr,
     /// The admin token, only on the first start without `FACESIM_ADMIN_TOKEN`.
     pub new_admin_token: Option<String>,
+    /// Whether it serves over TLS.
+    pub tls: bool,
 }
 
 /// Opens the store, prepares users and optional demo data, then serves on `listener` until
@@ -65,6 +69,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_started: impl FnOnce(Started),
 ) -> Result<(), ServerError> {
+    // A bad certificate or key stops the start before anything is opened.
+    let tls = config.tls_identity()?;
     let store = store::Store::open(&config.data_dir)?;
     let auth = auth::Auth::new(store.clone());
     let new_admin_token = auth.bootstrap_admin(config.admin_token.as_deref())?;
@@ -136,8 +142,8 @@ pub async fn serve(
         training,
         registry,
     });
-    on_started(Started { addr, new_admin_token });
-    let served = api::run(state.clone(), listener, shutdown).await;
+    on_started(Started { addr, new_admin_token, tls: tls.is_some() });
+    let served = api::run(state.clone(), listener, tls, shutdown).await;
     let (embedder, jobs, indexes) = (state.embedder.clone(), state.jobs.clone(), state.ranking.indexes().clone());
     tokio::task::spawn_blocking(move || {
         embedder.shutdown();

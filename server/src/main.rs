@@ -32,7 +32,8 @@ async fn main() -> anyhow::Result<()> {
             println!(" Keep it safe. To choose the token yourself, set FACESIM_ADMIN_TOKEN.");
             println!("================================================================");
         }
-        tracing::info!(addr = %started.addr, "facesim server listening (gRPC, gRPC-Web)");
+        let transport = if started.tls { "TLS" } else { "plaintext" };
+        tracing::info!(addr = %started.addr, transport, "facesim server listening (gRPC, gRPC-Web)");
     })
     .await?;
     Ok(())

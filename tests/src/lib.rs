@@ -36,13 +36,38 @@ impl TestServer {
         Self::start_in(Arc::new(tempfile::tempdir().expect("temp dir")), tune).await
     }
 
+    /// Starts a server that serves over TLS with this PEM certificate and key; its `url` is
+    /// `https://localhost:<port>`.
+    pub async fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, cert_pem).expect("write cert");
+        std::fs::write(&key, key_pem).expect("write key");
+        let mut server = Self::start_configured(
+            dir,
+            |_| {},
+            |config| {
+                config.tls_cert = Some(cert);
+                config.tls_key = Some(key);
+            },
+        )
+        .await;
+        server.url = format!("https://localhost:{}", server.addr.port());
+        server
+    }
+
     async fn start_in(dir: Arc<TempDir>, tune: fn(&mut Config)) -> Self {
+        Self::start_configured(dir, tune, |_| {}).await
+    }
+
+    async fn start_configured(dir: Arc<TempDir>, tune: fn(&mut Config), also: impl FnOnce(&mut Config)) -> Self {
         // Bind first and hand the bound listener over: no free-port race, no sleep.
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let mut config = Config::with_data_dir(dir.path().join("data"));
         config.admin_token = Some(ADMIN_TOKEN.into());
         tune(&mut config);
+        also(&mut config);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(
             config,

@@ -1,24 +1,30 @@
 //! The tower layer in front of every service: opens the RPC's tracing span, checks the bearer
 //! token against the access table and hands the [`Principal`] to the handler in the request's
-//! extensions. Health and reflection stay open, as probes and generic clients expect.
+//! extensions. Health and reflection stay open, as probes and generic clients expect. Addresses
+//! that present too many invalid tokens are refused for a while ([`FailureLimiter`]). Tokens are
+//! never logged: spans carry the user's name and role, refusals only their code.
 
+use std::net::IpAddr;
 use std::task::{Context, Poll};
 use std::time::Instant;
+
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use futures::future::BoxFuture;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use crate::auth::{allowed_roles, Auth, AuthError, Principal};
+use crate::auth::{allowed_roles, Auth, AuthError, FailureLimiter, Principal};
 
 #[derive(Clone)]
 pub struct AuthLayer {
     auth: Auth,
+    limiter: FailureLimiter,
 }
 
 impl AuthLayer {
-    pub fn new(auth: Auth) -> Self {
-        AuthLayer { auth }
+    pub fn new(auth: Auth, limiter: FailureLimiter) -> Self {
+        AuthLayer { auth, limiter }
     }
 }
 
@@ -26,7 +32,7 @@ impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, auth: self.auth.clone() }
+        AuthService { inner, auth: self.auth.clone(), limiter: self.limiter.clone() }
     }
 }
 
@@ -34,6 +40,16 @@ impl<S> Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     auth: Auth,
+    limiter: FailureLimiter,
+}
+
+/// The caller's IP address, over plain TCP or TLS.
+fn peer_ip<B>(request: &http::Request<B>) -> Option<IpAddr> {
+    let extensions = request.extensions();
+    let tcp = extensions
+        .get::<TcpConnectInfo>()
+        .or_else(|| extensions.get::<TlsConnectInfo<TcpConnectInfo>>().map(|tls| tls.get_ref()));
+    tcp.and_then(|info| info.remote_addr()).map(|addr| addr.ip())
 }
 
 /// The token of an `authorization: Bearer <token>` header, if any.
@@ -47,11 +63,22 @@ impl<S> AuthService<S> {
     fn check(
         &self,
         headers: &http::HeaderMap,
+        peer: Option<IpAddr>,
         method: &str,
         allowed: &[crate::auth::Role],
     ) -> Result<Principal, AuthError> {
+        let now = std::time::Instant::now();
+        if let Some(addr) = peer {
+            if let Some(wait) = self.limiter.blocked_for(addr, now) {
+                return Err(AuthError::TooManyFailures { addr, retry_after_seconds: wait.as_secs().max(1) });
+            }
+        }
         let token = bearer_token(headers).ok_or(AuthError::MissingToken)?;
-        let principal = self.auth.authenticate(token)?;
+        let principal = self.auth.authenticate(token).inspect_err(|error| {
+            if let (AuthError::InvalidToken, Some(addr)) = (error, peer) {
+                self.limiter.record_failure(addr, now);
+            }
+        })?;
         self.auth.authorize(&principal, method, allowed)?;
         Ok(principal)
     }
@@ -77,7 +104,7 @@ where
         let span =
             tracing::info_span!("rpc", method = %method, user = tracing::field::Empty, role = tracing::field::Empty);
         if let Some(allowed) = allowed_roles(&method) {
-            match self.check(request.headers(), &method, allowed) {
+            match self.check(request.headers(), peer_ip(&request), &method, allowed) {
                 Ok(principal) => {
                     span.record("user", principal.user_name.as_str());
                     span.record("role", principal.role.as_str());

@@ -1,6 +1,7 @@
 //! DatasetService: streaming import and browsing of images and identities.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use facesim_proto::v1::{self as pb, dataset_service_server::DatasetService};
 use futures::StreamExt;
@@ -60,9 +61,20 @@ impl DatasetService for DatasetApi {
         request: Request<Streaming<pb::ImportImagesRequest>>,
     ) -> Result<Response<pb::ImportImagesResponse>, Status> {
         let principal_id = convert::principal(&request)?.user_id;
-        let stream = request.into_inner();
+        let idle = Duration::from_secs(self.state.config.stream_idle_seconds.max(1));
+        // A client that opens the stream and then sends nothing (or trickles one message for
+        // ever) must not hold the call open: each message has `idle` to arrive.
+        let stream = tokio_stream::StreamExt::timeout(request.into_inner(), idle).map(move |message| {
+            message.unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(format!(
+                    "the upload sent no complete file for {} s; the files before were stored (send the \
+                     rest again: stored files come back as duplicates)",
+                    idle.as_secs()
+                )))
+            })
+        });
         let datasets = self.state.datasets.clone();
-        let mut outcomes = stream
+        let mut outcomes = std::pin::pin!(stream
             .enumerate()
             .map(|(index, message)| {
                 let datasets = datasets.clone();
@@ -81,11 +93,20 @@ impl DatasetService for DatasetApi {
                     Ok::<_, Status>((index as u32, file_name, identity, prepared))
                 }
             })
-            .buffered(import_parallelism());
+            .buffered(import_parallelism()));
 
         let mut response = pb::ImportImagesResponse::default();
+        // A broken stream ends the call with its error, after what came before is flushed and
+        // its embeddings are under way, so nothing stored is left half-done.
+        let mut broken = None;
         while let Some(item) = outcomes.next().await {
-            let (index, file_name, identity, prepared) = item?;
+            let (index, file_name, identity, prepared) = match item {
+                Ok(item) => item,
+                Err(status) => {
+                    broken = Some(status);
+                    break;
+                }
+            };
             // Files are decoded in parallel but stored in stream order, so ids follow the order
             // in which the client sent the files.
             let outcome = match prepared {
@@ -133,9 +154,13 @@ impl DatasetService for DatasetApi {
             imported = response.imported,
             duplicates = response.duplicates,
             rejected = response.rejected,
+            broken = broken.is_some(),
             "import done"
         );
-        Ok(Response::new(response))
+        match broken {
+            Some(status) => Err(status),
+            None => Ok(Response::new(response)),
+        }
     }
 
     #[instrument(skip_all)]

@@ -5,6 +5,7 @@ mod admin;
 mod auth_layer;
 mod convert;
 mod dataset;
+mod decode_errors;
 mod jobs;
 mod labeling;
 mod proposal;
@@ -57,6 +58,7 @@ const RANKING_SERVICE: &str = "facesim.v1.RankingService";
 pub async fn run(
     state: Arc<AppState>,
     listener: TcpListener,
+    tls: Option<tonic::transport::Identity>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -99,12 +101,32 @@ pub async fn run(
         }
     };
 
-    Server::builder()
+    let mut builder = Server::builder();
+    if let Some(identity) = tls {
+        // rustls offers ALPN `h2`; gRPC-Web from browsers runs over HTTP/2 on TLS, and HTTP/1.1
+        // clients that send no ALPN are still served.
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity).timeout(Duration::from_secs(10)))
+            .map_err(|e| {
+                ServerError::Tls(format!(
+                    "{e}: {}",
+                    std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()
+                ))
+            })?;
+    }
+    builder
         .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(ui::UiLayer::new(&state.config.ui_dir))
         .layer(tonic_web::GrpcWebLayer::new())
-        .layer(AuthLayer::new(state.auth.clone()))
+        .layer(AuthLayer::new(
+            state.auth.clone(),
+            crate::auth::FailureLimiter::new(
+                state.config.auth_failure_limit,
+                Duration::from_secs(state.config.auth_failure_window_seconds),
+            ),
+        ))
+        .layer(decode_errors::DecodeErrorLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -28,6 +28,7 @@ pub fn from_auth(error: AuthError) -> Status {
     match error {
         AuthError::MissingToken | AuthError::InvalidToken => Status::unauthenticated(message),
         AuthError::Forbidden { .. } => Status::permission_denied(message),
+        AuthError::TooManyFailures { .. } => Status::resource_exhausted(message),
         AuthError::InvalidUserName(_) | AuthError::MissingRole | AuthError::TtlTooLong(_) => {
             Status::invalid_argument(message)
         }

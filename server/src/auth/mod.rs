@@ -1,6 +1,7 @@
 //! Who may call what: users, roles, bearer tokens (kept only as SHA-256 hashes) and the table
 //! that names the roles allowed on every RPC. Knows nothing about tonic: the api layer asks it.
 
+mod limiter;
 mod policy;
 
 use std::collections::HashMap;
@@ -10,6 +11,7 @@ use base64::Engine as _;
 use rand::RngCore as _;
 use sha2::{Digest, Sha256};
 
+pub use limiter::FailureLimiter;
 pub use policy::{allowed_roles, RPC_POLICY};
 
 use crate::store::{id_key, now_millis, Store, StoreError, TokenRecord, UserInsert, UserRecord};
@@ -62,6 +64,8 @@ pub enum AuthError {
     MissingToken,
     #[error("the token is not valid: it is unknown, revoked, expired or its user is disabled")]
     InvalidToken,
+    #[error("too many failed authentications from {addr}; try again in {retry_after_seconds} s")]
+    TooManyFailures { addr: std::net::IpAddr, retry_after_seconds: u64 },
     #[error("role `{role}` may not call {method}; allowed roles: {allowed}")]
     Forbidden { role: Role, method: String, allowed: String },
     #[error("invalid user name {0:?}: use 1-64 letters, digits, '.', '_', '-' or '@'")]

@@ -11,5 +11,6 @@ mod python_client;
 mod ranking;
 mod restart;
 mod rounds;
+mod security;
 mod training;
 mod transport;

@@ -10,6 +10,20 @@ use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest}
 async fn health_reports_every_service_serving() {
     let server = TestServer::start().await;
     let mut health = server.client(None).await.health();
+    // Ranking reports NOT_SERVING until its first index is built (moments after start, longer on
+    // a loaded machine); a client that needs it watches for SERVING, as this test does.
+    let mut watch =
+        health.watch(HealthCheckRequest { service: "facesim.v1.RankingService".into() }).await.unwrap().into_inner();
+    let serving = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        while let Some(update) = watch.next().await {
+            if update.unwrap().status == ServingStatus::Serving as i32 {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(serving, Ok(true), "ranking never reported SERVING");
     for service in ["", "facesim.v1.DatasetService", "facesim.v1.RankingService", "facesim.v1.AdminService"] {
         let status = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner().status;
         assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
