@@ -1,104 +1,14 @@
 //! The real `facesim-server` binary: acknowledged imports and votes survive `kill -9`, and the
 //! server keeps working when whoever reads its log goes away.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+#[path = "support/process.rs"]
+mod process;
 
 use facesim_proto::v1::{
     self as pb, admin_service_client::AdminServiceClient, dataset_service_client::DatasetServiceClient,
-    job_service_client::JobServiceClient, labeling_service_client::LabelingServiceClient,
-    proposal_service_client::ProposalServiceClient,
+    labeling_service_client::LabelingServiceClient, proposal_service_client::ProposalServiceClient,
 };
-use tonic::metadata::MetadataValue;
-
-const TOKEN: &str = "kill9-admin-token-0123456789";
-
-/// A server process that is killed and reaped when dropped, so a failing assertion never
-/// leaves it running.
-struct Server(Child);
-
-impl Server {
-    /// SIGKILL, as `kill -9` sends it.
-    fn kill9(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// Starts the binary on an ephemeral port and returns it with the address it logged. With
-/// `keep_log` the log is drained for the server's lifetime; without it the pipe is closed.
-fn start(data_dir: &Path, keep_log: bool) -> (Server, String) {
-    start_with(data_dir, keep_log, &[])
-}
-
-fn start_with(data_dir: &Path, keep_log: bool, extra: &[&str]) -> (Server, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_facesim-server"))
-        .args(["--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .args(extra)
-        .env("FACESIM_ADMIN_TOKEN", TOKEN)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start facesim-server");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.split("addr=").nth(1).filter(|_| line.contains("listening")) {
-            let addr = rest.split_whitespace().next().unwrap().to_string();
-            if keep_log {
-                std::thread::spawn(move || lines.for_each(drop));
-            }
-            return (Server(child), format!("http://{addr}"));
-        }
-    }
-    let status = child.wait().expect("wait for the server");
-    panic!("the server exited ({status}) before listening");
-}
-
-fn authed<T>(message: T) -> tonic::Request<T> {
-    authed_as(TOKEN, message)
-}
-
-fn authed_as<T>(token: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", MetadataValue::try_from(format!("Bearer {token}")).unwrap());
-    request
-}
-
-async fn image_ids(url: &str) -> Vec<u64> {
-    let mut client = DatasetServiceClient::connect(url.to_string()).await.unwrap();
-    let page =
-        client.list_images(authed(pb::ListImagesRequest { page_size: 1000, ..Default::default() })).await.unwrap();
-    page.into_inner().images.iter().map(|i| i.id).collect()
-}
-
-fn demo_messages() -> Vec<pb::ImportImagesRequest> {
-    person_messages("Abdullah_Gul")
-}
-
-fn person_messages(person: &str) -> Vec<pb::ImportImagesRequest> {
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/lfw-demo").join(person);
-    let mut files: Vec<_> = std::fs::read_dir(&demo).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    files
-        .iter()
-        .map(|path| pb::ImportImagesRequest {
-            dataset: "demo".into(),
-            identity: person.into(),
-            file_name: path.file_name().unwrap().to_string_lossy().into_owned(),
-            data: std::fs::read(path).unwrap(),
-        })
-        .collect()
-}
+use process::*;
 
 #[tokio::test]
 async fn acknowledged_import_survives_sigkill() {
@@ -126,18 +36,6 @@ async fn serves_after_its_log_reader_is_gone() {
     let report = client.import_images(authed(futures::stream::iter(demo_messages()))).await.unwrap().into_inner();
     assert_eq!(report.imported, 5);
     assert_eq!(image_ids(&url).await.len(), 5);
-}
-
-/// Waits until a job ends and returns it.
-async fn finished_job(url: &str, job_id: u64) -> pb::Job {
-    let mut jobs = JobServiceClient::connect(url.to_string()).await.unwrap();
-    loop {
-        let job = jobs.get_job(authed(pb::GetJobRequest { job_id })).await.unwrap().into_inner();
-        if job.state != pb::JobState::Running as i32 && job.state != pb::JobState::Queued as i32 {
-            return job;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 /// Annotators voting as fast as the server lets them, until the server goes away. Returns every
@@ -218,14 +116,19 @@ async fn acknowledged_votes_survive_sigkill_under_load() {
         tokens.push(admin.create_user(authed(request)).await.unwrap().into_inner().token);
     }
 
-    // Three rounds of load, each ended by SIGKILL at a different moment.
+    // Three rounds of load, each ended by SIGKILL at a random moment.
+    let mut rng = kill_points("votes");
     let mut acknowledged = Vec::new();
-    for (round, kill_after_ms) in [(0, 150u64), (1, 400), (2, 60)] {
+    for round in 0..3 {
+        let kill_after_ms = rand::Rng::random_range(&mut rng, 60..450);
         let load = tokio::spawn(vote_until_gone(url.clone(), tokens.clone()));
         tokio::time::sleep(std::time::Duration::from_millis(kill_after_ms)).await;
         server.kill9();
         let got = load.await.unwrap();
-        assert!(round == 2 || !got.is_empty(), "round {round}: no vote was acknowledged before the kill");
+        assert!(
+            kill_after_ms < 150 || !got.is_empty(),
+            "round {round}: no vote was acknowledged in {kill_after_ms} ms"
+        );
         acknowledged.extend(got);
         let (restarted, new_url) = start_with(dir.path(), true, &args);
         (server, url) = (restarted, new_url);
