@@ -1,6 +1,8 @@
 //! The harness every end-to-end test uses: it starts the real facesim server on an ephemeral
 //! loopback port with a temp data dir, and makes users and clients as a real user would.
 
+pub mod raw;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

@@ -2,61 +2,10 @@
 //! disabled user, and each of the four roles. The expected access is written out here from the
 //! product rules, independently of the server's own table.
 
-use bytes::{Buf, BufMut};
 use facesim_client::pb;
+use facesim_tests::raw::{all_methods, call_raw};
 use facesim_tests::{TestServer, ADMIN_TOKEN};
-use prost::Message;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::{Code, Status};
-
-/// Sends and receives raw message bytes, so one loop can call every method.
-#[derive(Default, Clone)]
-struct RawCodec;
-
-impl Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
-    }
-}
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-    fn encoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-    fn decoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-}
-
-/// Every facesim method path, from the compiled protos.
-fn all_methods() -> Vec<String> {
-    let fds = prost_types::FileDescriptorSet::decode(facesim_proto::FILE_DESCRIPTOR_SET).unwrap();
-    let mut out = vec![];
-    for file in fds.file.iter().filter(|f| f.package() == "facesim.v1") {
-        for service in &file.service {
-            for method in &service.method {
-                out.push(format!("/facesim.v1.{}/{}", service.name(), method.name()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
+use tonic::Code;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Who {
@@ -87,20 +36,9 @@ fn allowed(method: &str, who: Who) -> bool {
 }
 
 async fn call(server: &TestServer, method: &str, token: Option<&str>) -> Code {
-    let channel = server.client(None).await.channel();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let mut request = tonic::Request::new(futures::stream::iter(vec![Vec::<u8>::new()]));
-    if let Some(token) = token {
-        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    }
-    let path = method.parse().unwrap();
-    match grpc.streaming(request, path, RawCodec).await {
+    match call_raw(server, method, token, Vec::new()).await {
+        Ok(_) => Code::Ok,
         Err(status) => status.code(),
-        Ok(response) => match response.into_inner().message().await {
-            Err(status) => status.code(),
-            Ok(_) => Code::Ok,
-        },
     }
 }
 

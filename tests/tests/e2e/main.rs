@@ -2,6 +2,7 @@
 //! (or gRPC-Web, or from Python) as a user would.
 
 mod auth_matrix;
+mod bad_input;
 mod embeddings;
 mod import;
 mod labeling;
