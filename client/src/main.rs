@@ -134,6 +134,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models(command) => commands::train::models(&client, command).await,
         Command::Loop(command) => commands::rounds::run(&client, command).await,
         Command::Crowd(command) => commands::labeling::crowd(&client, command).await,
+        Command::Bench(commands::labeling::BenchCommand::Soak(args)) => {
+            commands::soak::run(&client, &cli.server, args).await
+        }
         Command::Bench(command) => commands::labeling::bench(&client, command).await,
         Command::Rank(args) => commands::rank::rank(&client, args).await,
         Command::Compare { a, b, model } => commands::faces::compare(&client, &a, &b, &model).await,

@@ -145,6 +145,9 @@ pub enum BenchCommand {
     },
     /// Ranking QPS and latency with concurrent callers querying stored images or embeddings.
     Rank(super::rank::BenchRankArgs),
+    /// Minutes of mixed load (annotators, ranking, back-to-back training) against a loopback
+    /// server: error rate, p99 latency per RPC, server memory over time (see bench/soak.sh).
+    Soak(super::soak::BenchSoakArgs),
 }
 
 fn example_ref(spec: &str) -> anyhow::Result<pb::ExampleRef> {
@@ -648,6 +651,7 @@ pub async fn bench(client: &Client, command: BenchCommand) -> anyhow::Result<()>
     let (annotators, seconds, prefix) = match command {
         BenchCommand::Votes { annotators, seconds, prefix } => (annotators, seconds, prefix),
         BenchCommand::Rank(args) => return super::rank::bench_rank(client, args).await,
+        BenchCommand::Soak(_) => anyhow::bail!("the soak needs the server address: run it from the facesim CLI"),
     };
     let crowd = annotator_clients(client, &prefix, annotators).await?;
     // Warm-up: connections, caches.

@@ -10,6 +10,7 @@ pub mod labeling;
 pub mod pairs;
 pub mod rank;
 pub mod rounds;
+pub mod soak;
 pub mod train;
 
 use facesim_client::{pb, Client, ClientError};

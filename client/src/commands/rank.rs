@@ -112,7 +112,7 @@ pub async fn rank(client: &Client, args: RankArgs) -> anyhow::Result<()> {
 }
 
 /// Every image of a dataset, with its identity.
-async fn dataset_images(client: &Client, dataset: &str) -> anyhow::Result<Vec<pb::Image>> {
+pub(crate) async fn dataset_images(client: &Client, dataset: &str) -> anyhow::Result<Vec<pb::Image>> {
     let mut images = Vec::new();
     let mut page_token = String::new();
     loop {
