@@ -121,7 +121,14 @@ pub async fn run(client: &Client, server: &str, args: BenchSoakArgs) -> anyhow::
     };
     let job = client.proposals().propose_pairs(request).await.context("proposing pairs for the soak")?.into_inner();
     eprintln!("soak: {} images; proposing pairs for the annotators", images.len());
-    super::pairs::follow_proposal(client, job.id).await?;
+    loop {
+        let job = client.jobs().get_job(pb::GetJobRequest { job_id: job.id }).await?.into_inner();
+        match pb::JobState::try_from(job.state) {
+            Ok(pb::JobState::Succeeded) => break,
+            Ok(pb::JobState::Queued | pb::JobState::Running) => tokio::time::sleep(Duration::from_millis(200)).await,
+            _ => anyhow::bail!("the soak's proposal job {} ended: {}", job.id, job.message),
+        }
+    }
     let crowd = annotator_clients(client, "soak", args.annotators).await?;
 
     let tally = Arc::new(Mutex::new(Tally::default()));
