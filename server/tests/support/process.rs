@@ -19,6 +19,11 @@ pub const TOKEN: &str = "kill9-admin-token-0123456789";
 pub struct Server(Child);
 
 impl Server {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     /// SIGKILL, as `kill -9` sends it.
     pub fn kill9(&mut self) {
         self.0.kill().ok();
