@@ -176,42 +176,10 @@ fn encoded(format: image::ImageFormat, w: u32, h: u32) -> Vec<u8> {
     out.into_inner()
 }
 
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
-fn png_chunk(kind: &[u8; 4], data: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    let mut body = kind.to_vec();
-    body.extend_from_slice(data);
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&crc32(&body).to_be_bytes());
-}
-
-/// A real decompression bomb: a valid grayscale PNG of `side`² black pixels whose deflate
-/// stream is a few hundred kB.
-fn png_bomb(side: u32) -> Vec<u8> {
-    use std::io::Write;
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = side.to_be_bytes().to_vec();
-    ihdr.extend_from_slice(&side.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
-    png_chunk(b"IHDR", &ihdr, &mut out);
-    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
-    let row = vec![0u8; side as usize + 1];
-    for _ in 0..side {
-        zlib.write_all(&row).unwrap();
-    }
-    png_chunk(b"IDAT", &zlib.finish().unwrap(), &mut out);
-    png_chunk(b"IEND", &[], &mut out);
-    out
+/// A file of the fuzzing corpus (hostile files kept by `server/tests/fuzz.rs`).
+fn corpus(name: &str) -> Vec<u8> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../server/tests/fuzz-corpus");
+    std::fs::read(dir.join(name)).unwrap()
 }
 
 fn import_message(name: &str, data: Vec<u8>) -> pb::ImportImagesRequest {
@@ -239,11 +207,13 @@ async fn broken_images_of_every_format_and_bombs_are_refused_one_by_one() {
         messages.push(import_message(&format!("corrupt.{ext}"), corrupt));
         messages.push(import_message(&format!("signature-only.{ext}"), good[..4].to_vec()));
     }
-    let bomb = png_bomb(20_000);
-    assert!(bomb.len() < 2_000_000, "{} bytes expand to 400 MB", bomb.len());
-    messages.push(import_message("bomb.png", bomb));
-    // Within the side limit but over the pixel limit (7,000² = 49 M > 40 M).
-    messages.push(import_message("wide-bomb.png", png_bomb(7_000)));
+    // Real decompression bombs: 9,000² (over the side limit) and 7,000² (49 Mpx, over the area
+    // limit) black pixels in under 100 kB each.
+    for name in ["bomb-9000.png", "bomb-7000.png"] {
+        let bomb = corpus(name);
+        assert!(bomb.len() < 100_000, "{name}: {} bytes", bomb.len());
+        messages.push(import_message(name, bomb));
+    }
     let mut report =
         client.datasets().import_images(futures::stream::iter(messages.clone())).await.unwrap().into_inner();
     assert_eq!(report.results.len(), messages.len());
