@@ -71,7 +71,10 @@ async fn hostile_uploads_keep_memory_bounded() {
     // Over the limits: 30,000² (900 MB decoded) and 7,000² (49 Mpx > 40 Mpx), five times each.
     let (huge, wide) = (png_bomb(30_000), png_bomb(7_000));
     for round in 0..5 {
-        let stream = vec![message(&format!("huge-{round}.png"), huge.clone()), message(&format!("wide-{round}.png"), wide.clone())];
+        let stream = vec![
+            message(&format!("huge-{round}.png"), huge.clone()),
+            message(&format!("wide-{round}.png"), wide.clone()),
+        ];
         let report = datasets.import_images(admin(futures::stream::iter(stream))).await.unwrap().into_inner();
         assert!(
             report.results.iter().all(|r| r.error == pb::ImportError::DimensionsTooLarge as i32),
@@ -80,14 +83,20 @@ async fn hostile_uploads_keep_memory_bounded() {
         );
     }
     let after_bombs = peak_mib(server.pid());
-    assert!(after_bombs - baseline < 64.0, "bombs over the limits raised the peak from {baseline:.0} to {after_bombs:.0} MiB");
+    assert!(
+        after_bombs - baseline < 64.0,
+        "bombs over the limits raised the peak from {baseline:.0} to {after_bombs:.0} MiB"
+    );
 
     // A message over the 16 MiB limit is refused by its length prefix.
     let big = message("big.png", vec![0u8; 40 * 1024 * 1024]);
     let status = datasets.import_images(admin(futures::stream::iter(vec![big]))).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
     let after_big = peak_mib(server.pid());
-    assert!(after_big - baseline < 64.0, "a refused 40 MiB message raised the peak from {baseline:.0} to {after_big:.0} MiB");
+    assert!(
+        after_big - baseline < 64.0,
+        "a refused 40 MiB message raised the peak from {baseline:.0} to {after_big:.0} MiB"
+    );
 
     // Just inside the limits (6,000² = 36 Mpx): decoded, so it costs about its pixels, and it is
     // refused afterwards only if no face fits; memory comes back bounded by the limit.
@@ -97,7 +106,10 @@ async fn hostile_uploads_keep_memory_bounded() {
     assert_eq!(report.into_inner().results.len(), 1);
     let after_inside = peak_mib(server.pid());
     // 36 M grey pixels, their RGB copy for the crop, and the decoder's buffers.
-    assert!(after_inside - baseline < 400.0, "a 36 Mpx image raised the peak from {baseline:.0} to {after_inside:.0} MiB");
+    assert!(
+        after_inside - baseline < 400.0,
+        "a 36 Mpx image raised the peak from {baseline:.0} to {after_inside:.0} MiB"
+    );
     eprintln!("peak MiB: baseline {baseline:.0}, after bombs {after_bombs:.0}, after 40 MiB message {after_big:.0}, after 36 Mpx image {after_inside:.0}");
     drop(server);
 }
