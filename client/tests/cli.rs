@@ -564,3 +564,63 @@ fn check_majorities(labels_csv: &str, votes_csv: &str, expected_labels: usize) {
     }
     assert_eq!(n, expected_labels);
 }
+
+/// `facesim bench soak` for a few seconds against a real server: annotators, a ranker and a
+/// training run together, every call succeeds, and the report has latencies per RPC and memory
+/// samples of the server (this test's own process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_soak_runs_every_kind_of_load_without_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let faces = dir.path().join("faces");
+    let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../datasets/lfw-demo");
+    let mut people: Vec<_> =
+        std::fs::read_dir(&demo).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    people.sort();
+    for person in &people[..8] {
+        let target = faces.join(person.file_name().unwrap());
+        std::fs::create_dir_all(&target).unwrap();
+        for file in std::fs::read_dir(person).unwrap() {
+            let file = file.unwrap().path();
+            std::fs::copy(&file, target.join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    let data_dir = dir.path().join("data");
+    let faces = faces.to_str().unwrap().to_string();
+    with_server(&data_dir, move |server| {
+        let (ok, _, err) = facesim(&server, ADMIN, &["dataset", "import", &faces, "--dataset", "soaktest", "--wait"]);
+        assert!(ok, "{err}");
+        let pid = std::process::id().to_string();
+        let args = [
+            "bench",
+            "soak",
+            "--seconds",
+            "4",
+            "--annotators",
+            "3",
+            "--rankers",
+            "1",
+            "--train-epochs",
+            "1",
+            "--answer-millis",
+            "1000",
+            "--dataset",
+            "soaktest",
+            "--sample-seconds",
+            "1",
+            "--server-pid",
+            &pid,
+        ];
+        let (ok, out, err) = facesim(&server, ADMIN, &args);
+        assert!(ok, "{err}\n{out}");
+        let report: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON report on stdout");
+        assert_eq!(report["errors"], 0, "{report}");
+        for rpc in ["NextTask", "SubmitVote", "Rank", "StartTraining"] {
+            assert!(report["rpc"][rpc]["ok"].as_u64().unwrap_or(0) > 0, "{rpc} was called: {report}");
+            assert!(report["rpc"][rpc]["p99_ms"].as_f64().unwrap() >= report["rpc"][rpc]["p50_ms"].as_f64().unwrap());
+        }
+        let samples = report["rss"].as_array().unwrap();
+        assert!(samples.len() >= 4, "{report}");
+        assert!(samples.iter().all(|s| s["rss_mib"].as_f64().is_some_and(|m| m > 10.0)), "{report}");
+    })
+    .await;
+}

@@ -145,7 +145,11 @@ impl Config {
 
     /// The certificate and key of `--tls-cert`/`--tls-key`, read and checked, when both are set.
     pub fn tls_identity(&self) -> Result<Option<tonic::transport::Identity>, crate::ServerError> {
-        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
+        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => (cert, key),
+            (None, None) => return Ok(None),
+            _ => return Err(crate::ServerError::Tls("give both --tls-cert and --tls-key, or neither".into())),
+        };
         let read = |path: &PathBuf, what: &str, marker: &str| {
             let pem = std::fs::read(path)
                 .map_err(|e| crate::ServerError::Tls(format!("cannot read the {what} {}: {e}", path.display())))?;

@@ -120,8 +120,13 @@ async fn a_bad_certificate_or_key_stops_the_start_with_a_clear_error() {
 
     config.tls_cert = Some(dir.path().join("missing.pem"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let error = facesim_server::serve(config, listener, std::future::pending(), |_| {}).await.unwrap_err();
+    let error = facesim_server::serve(config.clone(), listener, std::future::pending(), |_| {}).await.unwrap_err();
     assert!(error.to_string().contains("missing.pem"), "{error}");
+
+    config.tls_key = None;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let error = facesim_server::serve(config, listener, std::future::pending(), |_| {}).await.unwrap_err();
+    assert!(error.to_string().contains("both"), "a certificate without its key is refused: {error}");
     assert!(!dir.path().join("data").exists(), "nothing is created before TLS is ready");
 }
 
