@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Ranking speed and quality, side by side with FAISS on the same vectors and queries:
 #   1. in-process, one query at a time on one thread: facesim's exact gallery search vs FAISS
-#      IndexFlatL2 on the 13,233 LFW descriptors, and facesim's HNSW graph (usearch, M=16,
-#      efConstruction=200) vs FAISS IndexHNSWFlat (same M, efConstruction) on a synthetic
-#      clustered 128-d gallery of N vectors, searched at efSearch 128, 256, 512 and 1024, with
-#      recall@10 against exact search;
+#      IndexFlatL2 on the 13,233 LFW descriptors, and facesim's HNSW graph (usearch, M=32 as the
+#      server's default, efConstruction=200) vs FAISS IndexHNSWFlat (same M, efConstruction) on
+#      a synthetic clustered 128-d gallery of N vectors, searched at efSearch 64, 128, 256 and
+#      512, with recall@10 against exact search;
 #   2. retrieval quality of the descriptor on LFW (people with >= 2 images, every image a probe):
 #      mAP and Rank@1/5/10 (numpy, the same definitions as `facesim eval retrieval`);
 #   3. over gRPC, `facesim bench rank` (concurrent clients, QPS, p50/p99, recall@10 against
@@ -49,8 +49,8 @@ echo "== in-process, LFW 13,233 descriptors, exact" >&2
 ./target/release/examples/bench_rank_index "$cache/lfw.f32" "$cache/lfw-queries.f32" 10 128 no
 python3 bench/rank_faiss.py "$cache/lfw.f32" "$cache/lfw-queries.f32" 10 128 "$threads" no
 echo "== in-process, synthetic $n x 128, exact and HNSW" >&2
-./target/release/examples/bench_rank_index "$cache/rank-synthetic.f32" "$cache/rank-synthetic-queries.f32" 10 128,256,512,1024
-python3 bench/rank_faiss.py "$cache/rank-synthetic.f32" "$cache/rank-synthetic-queries.f32" 10 128,256,512,1024 "$threads"
+./target/release/examples/bench_rank_index "$cache/rank-synthetic.f32" "$cache/rank-synthetic-queries.f32" 10 64,128,256,512 yes 32
+python3 bench/rank_faiss.py "$cache/rank-synthetic.f32" "$cache/rank-synthetic-queries.f32" 10 64,128,256,512 "$threads" yes 32
 
 echo "== retrieval on LFW (descriptor)" >&2
 python3 - "$cache" <<'PY'

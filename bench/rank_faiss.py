@@ -1,8 +1,8 @@
-"""FAISS peer of bench_rank_index: IndexFlatL2 (exact) and IndexHNSWFlat (M=16,
-efConstruction=200, efSearch=ef) on the same vectors and queries, one query at a time on one
-thread for latency (the graph is built with all threads). Prints JSON lines.
+"""FAISS peer of bench_rank_index: IndexFlatL2 (exact) and IndexHNSWFlat (M as given, default
+32 as facesim's, efConstruction=200, efSearch=ef) on the same vectors and queries, one query at a
+time on one thread for latency (the graph is built with all threads). Prints JSON lines.
 
-usage: python3 bench/rank_faiss.py <vectors.f32> <queries.f32> <k> <ef[,ef...]> <build threads> [yes|no]
+usage: python3 bench/rank_faiss.py <vectors.f32> <queries.f32> <k> <ef[,ef...]> <build threads> [yes|no] [M]
 (one graph, searched once per ef given)
 """
 import json
@@ -15,6 +15,7 @@ import numpy as np
 vectors, queries, k, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[5])
 efs = [int(e) for e in sys.argv[4].split(",")]
 with_hnsw = len(sys.argv) < 7 or sys.argv[6] == "yes"
+m = int(sys.argv[7]) if len(sys.argv) > 7 else 32
 x = np.fromfile(vectors, dtype="<f4").reshape(-1, 128)
 q = np.fromfile(queries, dtype="<f4").reshape(-1, 128)
 n = len(x)
@@ -41,7 +42,7 @@ print(json.dumps({"impl": "faiss", "index": "IndexFlatL2", "n": n, "k": k,
                   "qps_1_thread": round(len(q) / (times.sum() / 1000), 1)}))
 if with_hnsw:
     faiss.omp_set_num_threads(threads)
-    hnsw = faiss.IndexHNSWFlat(128, 16)
+    hnsw = faiss.IndexHNSWFlat(128, m)
     hnsw.hnsw.efConstruction = 200
     t = time.perf_counter()
     hnsw.add(x)
@@ -50,7 +51,7 @@ if with_hnsw:
         hnsw.hnsw.efSearch = ef
         times, found = timed(hnsw)
         recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(exact, found)])
-        print(json.dumps({"impl": "faiss", "index": "IndexHNSWFlat", "n": n, "k": k, "ef": ef,
+        print(json.dumps({"impl": "faiss", "index": "IndexHNSWFlat", "m": m, "n": n, "k": k, "ef": ef,
                           "build_s": round(build, 1),
                           "p50_ms": round(float(np.percentile(times, 50)), 4),
                           "p99_ms": round(float(np.percentile(times, 99)), 4),

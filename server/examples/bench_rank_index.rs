@@ -4,7 +4,7 @@
 //! vectors and queries.
 //!
 //! cargo run --release -p facesim-server --example bench_rank_index -- \
-//!     <vectors.f32> <queries.f32> <k> <ef[,ef...]> [hnsw: yes|no]
+//!     <vectors.f32> <queries.f32> <k> <ef[,ef...]> [hnsw: yes|no] [M]
 //!
 //! Prints JSON lines: exact latency, then HNSW build time, and latency and recall@k against
 //! exact for each ef (one graph, searched once per ef).
@@ -35,6 +35,7 @@ fn main() {
     let k: usize = args[3].parse().expect("k");
     let efs: Vec<usize> = args[4].split(',').map(|e| e.parse().expect("ef")).collect();
     let with_hnsw = args.get(5).is_none_or(|a| a == "yes");
+    let connections: usize = args.get(6).map_or(0, |m| m.parse().expect("M"));
 
     let mut builder = GalleryBuilder::new(DIM);
     for (i, v) in data.chunks_exact(DIM).enumerate() {
@@ -63,7 +64,7 @@ fn main() {
     }
 
     let t = Instant::now();
-    let graph = Approx::build(&gallery, Metric::Euclidean, &Default::default()).expect("HNSW graph");
+    let graph = Approx::build(&gallery, Metric::Euclidean, connections, &Default::default()).expect("HNSW graph");
     let build_s = t.elapsed().as_secs_f64();
     for ef in efs {
         let (mut times, mut total_recall) = (Vec::with_capacity(queries.len()), 0.0);
@@ -75,10 +76,11 @@ fn main() {
         }
         let qps = queries.len() as f64 / (times.iter().sum::<f64>() / 1000.0);
         println!(
-            "{{\"impl\":\"facesim\",\"index\":\"hnsw\",\"n\":{n},\"k\":{k},\"ef\":{ef},\"build_s\":{build_s:.1},\"p50_ms\":{:.4},\"p99_ms\":{:.4},\"qps_1_thread\":{qps:.1},\"recall\":{:.4}}}",
+            "{{\"impl\":\"facesim\",\"index\":\"hnsw\",\"m\":{m},\"n\":{n},\"k\":{k},\"ef\":{ef},\"build_s\":{build_s:.1},\"p50_ms\":{:.4},\"p99_ms\":{:.4},\"qps_1_thread\":{qps:.1},\"recall\":{:.4}}}",
             quantile(&mut times, 0.5),
             quantile(&mut times, 0.99),
-            total_recall / queries.len() as f64
+            total_recall / queries.len() as f64,
+            m = if connections == 0 { facesim_server::ranking::approx::DEFAULT_CONNECTIONS } else { connections },
         );
     }
 }

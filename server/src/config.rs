@@ -86,6 +86,11 @@ pub struct Config {
     #[arg(long, env = "FACESIM_RANK_EF", default_value_t = 128)]
     pub rank_ef: usize,
 
+    /// Neighbours per node of the HNSW graph (M): higher gives better recall at a given
+    /// `--rank-ef`, a slower build and a bigger graph.
+    #[arg(long, env = "FACESIM_RANK_HNSW_M", default_value_t = crate::ranking::approx::DEFAULT_CONNECTIONS)]
+    pub rank_hnsw_m: usize,
+
     /// Benchmarks only: serve the pretrained descriptor's ranking gallery from this file of
     /// little-endian f32 vectors (the descriptor's dimension each; image ids 1, 2, ...; five
     /// images an identity) instead of the stored embeddings, so the ranking RPCs can be measured

@@ -124,7 +124,11 @@ pub async fn serve(
         datasets.clone(),
         registry.clone(),
         descriptor,
-        ranking::IndexOptions { approx_min: config.rank_approx_min, bench_gallery: config.rank_bench_gallery.clone() },
+        ranking::IndexOptions {
+            approx_min: config.rank_approx_min,
+            bench_gallery: config.rank_bench_gallery.clone(),
+            hnsw_connections: config.rank_hnsw_m,
+        },
     );
     let ranking = ranking::Ranking::new(store.clone(), datasets.clone(), indexes, config.rank_ef);
 

@@ -39,6 +39,8 @@ pub struct IndexOptions {
     pub approx_min: usize,
     /// Benchmarks only: the descriptor's gallery comes from this file of f32 vectors.
     pub bench_gallery: Option<PathBuf>,
+    /// HNSW neighbours per node (M); 0 means the default.
+    pub hnsw_connections: usize,
 }
 
 /// A model's gallery, ready to answer queries.
@@ -389,7 +391,7 @@ impl Inner {
                 .collect();
             for s in wanting {
                 let started = Instant::now();
-                match Approx::build(&s.gallery, s.model.metric(), &self.stopping) {
+                match Approx::build(&s.gallery, s.model.metric(), self.options.hnsw_connections, &self.stopping) {
                     Ok(graph) => {
                         let _ = s.approx.set(graph);
                         tracing::info!(
