@@ -619,7 +619,7 @@ async fn a_short_soak_runs_every_kind_of_load_without_errors() {
             assert!(report["rpc"][rpc]["p99_ms"].as_f64().unwrap() >= report["rpc"][rpc]["p50_ms"].as_f64().unwrap());
         }
         let samples = report["rss"].as_array().unwrap();
-        assert!(samples.len() >= 4, "{report}");
+        assert!(samples.len() >= 3, "{report}");
         assert!(samples.iter().all(|s| s["rss_mib"].as_f64().is_some_and(|m| m > 10.0)), "{report}");
     })
     .await;
