@@ -181,3 +181,15 @@ pub async fn demo_pairs(client: &Client, identities: usize, budget: u32, batch_s
     assert_eq!(job.state, pb::JobState::Succeeded as i32, "{}", job.message);
     job
 }
+
+/// A synthetic `w`×`h` test picture encoded as `format` (PGM/PNM as 8-bit grey, the rest as RGB).
+pub fn encoded_image(format: image::ImageFormat, w: u32, h: u32) -> Vec<u8> {
+    let rgb = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 3) as u8, (y * 5) as u8, ((x + y) * 7) as u8]));
+    let img = match format {
+        image::ImageFormat::Pnm => image::DynamicImage::ImageLuma8(image::DynamicImage::ImageRgb8(rgb).to_luma8()),
+        _ => image::DynamicImage::ImageRgb8(rgb),
+    };
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, format).expect("encode a test picture");
+    out.into_inner()
+}

@@ -3,12 +3,11 @@
 //! corrupt, truncated or as decompression bombs; an upload stream stops sending. Each gets a
 //! precise status with a readable message, and the server keeps serving.
 
-use std::io::Cursor;
 use std::time::Duration;
 
 use facesim_client::pb;
 use facesim_tests::raw::{all_methods, call_raw};
-use facesim_tests::{TestServer, ADMIN_TOKEN};
+use facesim_tests::{encoded_image, TestServer, ADMIN_TOKEN};
 use prost::Message;
 use prost_types::field_descriptor_proto::Type;
 use tonic::Code;
@@ -165,17 +164,6 @@ async fn every_rpc_answers_hostile_requests_precisely() {
     server.admin().await.admin().who_am_i(pb::WhoAmIRequest {}).await.unwrap();
 }
 
-fn encoded(format: image::ImageFormat, w: u32, h: u32) -> Vec<u8> {
-    let rgb = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 3) as u8, (y * 5) as u8, ((x + y) * 7) as u8]));
-    let img = match format {
-        image::ImageFormat::Pnm => image::DynamicImage::ImageLuma8(image::DynamicImage::ImageRgb8(rgb).to_luma8()),
-        _ => image::DynamicImage::ImageRgb8(rgb),
-    };
-    let mut out = Cursor::new(Vec::new());
-    img.write_to(&mut out, format).unwrap();
-    out.into_inner()
-}
-
 /// A file of the fuzzing corpus (hostile files kept by `server/tests/fuzz.rs`).
 fn corpus(name: &str) -> Vec<u8> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../server/tests/fuzz-corpus");
@@ -199,7 +187,7 @@ async fn broken_images_of_every_format_and_bombs_are_refused_one_by_one() {
         ("bmp", image::ImageFormat::Bmp),
     ];
     for (ext, format) in formats {
-        let good = encoded(format, 120, 120);
+        let good = encoded_image(format, 120, 120);
         messages.push(import_message(&format!("truncated.{ext}"), good[..good.len() / 2].to_vec()));
         // The format's signature, then noise where the header should be.
         let mut corrupt = good[..4].to_vec();

@@ -1,10 +1,8 @@
 //! Importing real demo faces together with broken and hostile files: each file gets its own
 //! result, bad ones never stop good ones, and what is stored is exactly what was sent.
 
-use std::io::Cursor;
-
 use facesim_client::{pb, ImportEntry};
-use facesim_tests::{demo_subset, TestServer};
+use facesim_tests::{demo_subset, encoded_image, TestServer};
 use tonic::Code;
 
 /// A valid PNG signature and IHDR chunk claiming 50000x50000 RGB pixels, an empty IDAT and an
@@ -13,17 +11,6 @@ use tonic::Code;
 fn huge_png_header() -> Vec<u8> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../server/tests/fuzz-corpus");
     std::fs::read(dir.join("huge-header.png")).unwrap()
-}
-
-fn encoded(format: image::ImageFormat, w: u32, h: u32) -> Vec<u8> {
-    let rgb = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 3) as u8, (y * 5) as u8, 128]));
-    let img = match format {
-        image::ImageFormat::Pnm => image::DynamicImage::ImageLuma8(image::DynamicImage::ImageRgb8(rgb).to_luma8()),
-        _ => image::DynamicImage::ImageRgb8(rgb),
-    };
-    let mut out = Cursor::new(Vec::new());
-    img.write_to(&mut out, format).unwrap();
-    out.into_inner()
 }
 
 fn write(dir: &std::path::Path, identity: &str, name: &str, data: &[u8]) -> ImportEntry {
@@ -52,16 +39,16 @@ async fn good_files_import_and_bad_files_are_rejected_one_by_one() {
         ("empty.jpg", vec![], pb::ImportError::Empty),
         ("huge.png", huge_png_header(), pb::ImportError::DimensionsTooLarge),
         ("notes.txt", b"this is not an image\n".to_vec(), pb::ImportError::UnsupportedFormat),
-        ("tiny.png", encoded(image::ImageFormat::Png, 8, 8), pb::ImportError::TooSmall),
+        ("tiny.png", encoded_image(image::ImageFormat::Png, 8, 8), pb::ImportError::TooSmall),
     ];
     for (name, data, _) in &bad {
         entries.push(write(tmp.path(), "Broken_Files", name, data));
     }
-    entries.push(write(tmp.path(), "../escape", "x.png", &encoded(image::ImageFormat::Png, 40, 40)));
+    entries.push(write(tmp.path(), "../escape", "x.png", &encoded_image(image::ImageFormat::Png, 40, 40)));
     entries.extend(demo[1..].iter().cloned());
-    let pgm = encoded(image::ImageFormat::Pnm, 64, 80);
+    let pgm = encoded_image(image::ImageFormat::Pnm, 64, 80);
     entries.push(write(tmp.path(), "Synthetic", "gray.pgm", &pgm));
-    entries.push(write(tmp.path(), "Synthetic", "colour.png", &encoded(image::ImageFormat::Png, 90, 60)));
+    entries.push(write(tmp.path(), "Synthetic", "colour.png", &encoded_image(image::ImageFormat::Png, 90, 60)));
     let sent = entries.len();
 
     let report = client.import_files("demo", entries.clone(), |_, _| {}).await.unwrap();
@@ -127,7 +114,7 @@ async fn oversized_files_are_refused_and_the_server_stays_up() {
     let server = TestServer::start().await;
     let client = server.admin().await;
     // Over the 10 MiB image limit but under the message limit: a per-file rejection.
-    let mut big = encoded(image::ImageFormat::Png, 40, 40);
+    let mut big = encoded_image(image::ImageFormat::Png, 40, 40);
     big.resize(10 * 1024 * 1024 + 1, 0);
     let tmp = tempfile::tempdir().unwrap();
     let entry = write(tmp.path(), "Big", "big.png", &big);
