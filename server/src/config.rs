@@ -150,7 +150,7 @@ impl Config {
 
     /// The certificate and key of `--tls-cert`/`--tls-key`, read and checked, when both are set.
     pub fn tls_identity(&self) -> Result<Option<tonic::transport::Identity>, crate::ServerError> {
-        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+        let (cert_path, key_path) = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => (cert, key),
             (None, None) => return Ok(None),
             _ => return Err(crate::ServerError::Tls("give both --tls-cert and --tls-key, or neither".into())),
@@ -166,9 +166,21 @@ impl Config {
             }
             Ok(pem)
         };
-        let cert = read(cert, "certificate", "-----BEGIN CERTIFICATE-----")?;
-        let key = read(key, "private key", "PRIVATE KEY-----")?;
-        Ok(Some(tonic::transport::Identity::from_pem(cert, key)))
+        let cert = read(cert_path, "certificate", "-----BEGIN CERTIFICATE-----")?;
+        let key = read(key_path, "private key", "PRIVATE KEY-----")?;
+        let identity = tonic::transport::Identity::from_pem(cert, key);
+        // Building the TLS acceptor parses both, so a damaged PEM stops the start here.
+        tonic::transport::Server::builder()
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity.clone()))
+            .map_err(|e| {
+                let cause = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
+                crate::ServerError::Tls(format!(
+                    "{} and {} do not make a TLS identity: {cause}",
+                    cert_path.display(),
+                    key_path.display()
+                ))
+            })?;
+        Ok(Some(identity))
     }
 
     /// The message limit actually applied: never below what one image upload needs.

@@ -107,12 +107,7 @@ pub async fn run(
         // clients that send no ALPN are still served.
         builder = builder
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity).timeout(Duration::from_secs(10)))
-            .map_err(|e| {
-                ServerError::Tls(format!(
-                    "{e}: {}",
-                    std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()
-                ))
-            })?;
+            .map_err(|e| ServerError::Tls(e.to_string()))?;
     }
     builder
         .accept_http1(true)

@@ -123,6 +123,17 @@ async fn a_bad_certificate_or_key_stops_the_start_with_a_clear_error() {
     let error = facesim_server::serve(config.clone(), listener, std::future::pending(), |_| {}).await.unwrap_err();
     assert!(error.to_string().contains("missing.pem"), "{error}");
 
+    // Well-formed PEM around garbage: refused by the TLS parser, still before anything opens.
+    config.tls_cert = Some(dir.path().join("cert.pem"));
+    std::fs::write(
+        dir.path().join("key.pem"),
+        "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let error = facesim_server::serve(config.clone(), listener, std::future::pending(), |_| {}).await.unwrap_err();
+    assert!(error.to_string().contains("TLS identity"), "{error}");
+
     config.tls_key = None;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let error = facesim_server::serve(config, listener, std::future::pending(), |_| {}).await.unwrap_err();
