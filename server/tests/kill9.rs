@@ -158,9 +158,18 @@ async fn acknowledged_votes_survive_sigkill_under_load() {
     for v in &votes {
         by_pair.entry(v.pair_id).or_default().push(v);
     }
-    let labels = labeling.list_labels(authed(pb::ListLabelsRequest { page_size: 1000, ..Default::default() })).await;
-    let labels: std::collections::HashMap<u64, pb::Label> =
-        labels.unwrap().into_inner().labels.into_iter().map(|l| (l.pair_id, l)).collect();
+    // Every page: longer rounds label more than one page's worth of pairs.
+    let mut labels: std::collections::HashMap<u64, pb::Label> = Default::default();
+    let mut page_token = String::new();
+    loop {
+        let request = pb::ListLabelsRequest { page_size: 1000, page_token, ..Default::default() };
+        let page = labeling.list_labels(authed(request)).await.unwrap().into_inner();
+        labels.extend(page.labels.into_iter().map(|l| (l.pair_id, l)));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
     for (pair_id, pair_votes) in &by_pair {
         let voters: std::collections::HashSet<u64> = pair_votes.iter().map(|v| v.annotator_id).collect();
         assert!(pair_votes.len() <= 3 && voters.len() == pair_votes.len(), "pair {pair_id}: {pair_votes:?}");
