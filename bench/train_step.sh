@@ -24,7 +24,7 @@ run() {
 }
 run gaml 100 30 128
 run gaml 100 10 2622
-run cnn "$cnn_batch" 2
+run cnn "$cnn_batch" 3
 python3 - "$results" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]

@@ -4,15 +4,16 @@
 //! vectors and queries.
 //!
 //! cargo run --release -p facesim-server --example bench_rank_index -- \
-//!     <vectors.f32> <queries.f32> <k> <ef[,ef...]> [hnsw: yes|no] [M]
+//!     <vectors.f32> <queries.f32> <k> <ef[,ef...]> [hnsw: yes|no] [M] [precision[,precision]]
 //!
-//! Prints JSON lines: exact latency, then HNSW build time, and latency and recall@k against
-//! exact for each ef (one graph, searched once per ef).
+//! Prints JSON lines: exact latency, then for each graph precision (f16 and/or f32, default
+//! f16) its build time, and latency and recall@k against exact for each ef (one graph per
+//! precision, searched once per ef).
 
 use std::time::Instant;
 
 use facesim_server::models::Metric;
-use facesim_server::ranking::approx::{recall, Approx};
+use facesim_server::ranking::approx::{recall, Approx, GraphOptions, GraphPrecision, DEFAULT_CONNECTIONS};
 use facesim_server::ranking::gallery::GalleryBuilder;
 
 const DIM: usize = 128;
@@ -29,13 +30,15 @@ fn quantile(values: &mut [f64], q: f64) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: bench_rank_index <vectors.f32> <queries.f32> <k> <ef[,ef...]> [yes|no]";
+    let usage = "usage: bench_rank_index <vectors.f32> <queries.f32> <k> <ef[,ef...]> [yes|no] [M] [f16|f32[,...]]";
     assert!(args.len() >= 5, "{usage}");
     let (data, queries) = (read(&args[1]), read(&args[2]));
     let k: usize = args[3].parse().expect("k");
     let efs: Vec<usize> = args[4].split(',').map(|e| e.parse().expect("ef")).collect();
     let with_hnsw = args.get(5).is_none_or(|a| a == "yes");
     let connections: usize = args.get(6).map_or(0, |m| m.parse().expect("M"));
+    let precisions: Vec<GraphPrecision> =
+        args.get(7).map_or("f16", |p| p.as_str()).split(',').map(|p| p.parse().expect("precision")).collect();
 
     let mut builder = GalleryBuilder::new(DIM);
     for (i, v) in data.chunks_exact(DIM).enumerate() {
@@ -63,24 +66,35 @@ fn main() {
         return;
     }
 
-    let t = Instant::now();
-    let graph = Approx::build(&gallery, Metric::Euclidean, connections, &Default::default()).expect("HNSW graph");
-    let build_s = t.elapsed().as_secs_f64();
+    // One graph per precision; their searches alternate query by query, so a noisy machine
+    // slows them alike.
+    let mut graphs = Vec::new();
+    for &precision in &precisions {
+        let t = Instant::now();
+        let options = GraphOptions { connections, precision };
+        let graph = Approx::build(&gallery, Metric::Euclidean, options, &Default::default()).expect("HNSW graph");
+        graphs.push((precision, graph, t.elapsed().as_secs_f64()));
+    }
+    let m = if connections == 0 { DEFAULT_CONNECTIONS } else { connections };
     for ef in efs {
-        let (mut times, mut total_recall) = (Vec::with_capacity(queries.len()), 0.0);
+        let mut times = vec![Vec::with_capacity(queries.len()); graphs.len()];
+        let mut recalls = vec![0.0; graphs.len()];
         for (q, truth) in queries.iter().zip(&exact) {
-            let t = Instant::now();
-            let hits = graph.search(&gallery, q, k, ef, &|_| true);
-            times.push(t.elapsed().as_secs_f64() * 1000.0);
-            total_recall += recall(truth, &hits);
+            for (g, (_, graph, _)) in graphs.iter().enumerate() {
+                let t = Instant::now();
+                let hits = graph.search(&gallery, q, k, ef, &|_| true, false);
+                times[g].push(t.elapsed().as_secs_f64() * 1000.0);
+                recalls[g] += recall(truth, &hits);
+            }
         }
-        let qps = queries.len() as f64 / (times.iter().sum::<f64>() / 1000.0);
-        println!(
-            "{{\"impl\":\"facesim\",\"index\":\"hnsw\",\"m\":{m},\"n\":{n},\"k\":{k},\"ef\":{ef},\"build_s\":{build_s:.1},\"p50_ms\":{:.4},\"p99_ms\":{:.4},\"qps_1_thread\":{qps:.1},\"recall\":{:.4}}}",
-            quantile(&mut times, 0.5),
-            quantile(&mut times, 0.99),
-            total_recall / queries.len() as f64,
-            m = if connections == 0 { facesim_server::ranking::approx::DEFAULT_CONNECTIONS } else { connections },
-        );
+        for (g, (precision, _, build_s)) in graphs.iter().enumerate() {
+            let qps = queries.len() as f64 / (times[g].iter().sum::<f64>() / 1000.0);
+            println!(
+                "{{\"impl\":\"facesim\",\"index\":\"hnsw\",\"precision\":\"{precision}\",\"m\":{m},\"n\":{n},\"k\":{k},\"ef\":{ef},\"build_s\":{build_s:.1},\"p50_ms\":{:.4},\"p99_ms\":{:.4},\"qps_1_thread\":{qps:.1},\"recall\":{:.4}}}",
+                quantile(&mut times[g], 0.5),
+                quantile(&mut times[g], 0.99),
+                recalls[g] / queries.len() as f64,
+            );
+        }
     }
 }

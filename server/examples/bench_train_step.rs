@@ -7,6 +7,9 @@
 
 use std::time::Instant;
 
+// The server's allocator: training allocates and frees buffers of up to a gigabyte each step.
+facesim_server::use_jemalloc!();
+
 use candle_core::{Device, Tensor};
 use facesim_server::training::optim::Optimizer;
 use facesim_server::training::{Architecture, Hyperparameters, LossKind, Siamese};

@@ -91,6 +91,12 @@ pub struct Config {
     #[arg(long, env = "FACESIM_RANK_HNSW_M", default_value_t = crate::ranking::approx::DEFAULT_CONNECTIONS)]
     pub rank_hnsw_m: usize,
 
+    /// How the HNSW graph stores its copy of the vectors: f16 (half the memory, faster) or
+    /// f32. Only the candidates depend on it: returned scores are always computed from the
+    /// full-precision embeddings.
+    #[arg(long, env = "FACESIM_RANK_HNSW_PRECISION", default_value = "f16")]
+    pub rank_hnsw_precision: crate::ranking::approx::GraphPrecision,
+
     /// Benchmarks only: serve the pretrained descriptor's ranking gallery from this file of
     /// little-endian f32 vectors (the descriptor's dimension each; image ids 1, 2, ...; five
     /// images an identity) instead of the stored embeddings, so the ranking RPCs can be measured

@@ -1,6 +1,7 @@
 //! The facesim server as a library: `serve` runs the gRPC (and gRPC-Web) server on a listener the
 //! caller has already bound, until `shutdown` resolves.
 
+pub mod allocator;
 pub mod api;
 pub mod auth;
 pub mod config;
@@ -127,7 +128,10 @@ pub async fn serve(
         ranking::IndexOptions {
             approx_min: config.rank_approx_min,
             bench_gallery: config.rank_bench_gallery.clone(),
-            hnsw_connections: config.rank_hnsw_m,
+            graph: ranking::approx::GraphOptions {
+                connections: config.rank_hnsw_m,
+                precision: config.rank_hnsw_precision,
+            },
         },
     );
     let ranking = ranking::Ranking::new(store.clone(), datasets.clone(), indexes, config.rank_ef);

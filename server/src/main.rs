@@ -7,6 +7,8 @@ use clap::Parser;
 use facesim_server::{serve, Config, Started};
 use tracing_subscriber::EnvFilter;
 
+facesim_server::use_jemalloc!();
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();

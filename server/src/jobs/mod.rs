@@ -83,7 +83,11 @@ impl Jobs {
     /// Runs `work` for a started job on a thread of its own. The thread is joined at shutdown.
     pub fn spawn(&self, handle: JobHandle, name: &str, work: impl FnOnce(JobHandle) + Send + 'static) {
         let id = handle.id();
-        let spawned = std::thread::Builder::new().name(format!("{name}-{id}")).spawn(move || work(handle));
+        let spawned = std::thread::Builder::new().name(format!("{name}-{id}")).spawn(move || {
+            work(handle);
+            // A job's buffers (a training's gigabytes) go back to the system once it ends.
+            crate::allocator::release_unused();
+        });
         let mut threads = self.threads.lock().expect("not poisoned");
         threads.retain(|t| !t.is_finished());
         match spawned {

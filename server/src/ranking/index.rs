@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use super::approx::{Approx, ApproxError};
+use super::approx::{Approx, ApproxError, GraphOptions};
 use super::gallery::{Gallery, GalleryBuilder};
 use super::RankingError;
 use crate::dataset::Datasets;
@@ -39,8 +39,8 @@ pub struct IndexOptions {
     pub approx_min: usize,
     /// Benchmarks only: the descriptor's gallery comes from this file of f32 vectors.
     pub bench_gallery: Option<PathBuf>,
-    /// HNSW neighbours per node (M); 0 means the default.
-    pub hnsw_connections: usize,
+    /// How HNSW graphs are built (M, vector precision).
+    pub graph: GraphOptions,
 }
 
 /// A model's gallery, ready to answer queries.
@@ -308,6 +308,7 @@ impl Inner {
             ms = started.elapsed().as_millis() as u64,
             "ranking gallery built"
         );
+        crate::allocator::release_unused();
         Ok(self.served(model, gallery, version))
     }
 
@@ -391,7 +392,7 @@ impl Inner {
                 .collect();
             for s in wanting {
                 let started = Instant::now();
-                match Approx::build(&s.gallery, s.model.metric(), self.options.hnsw_connections, &self.stopping) {
+                match Approx::build(&s.gallery, s.model.metric(), self.options.graph, &self.stopping) {
                     Ok(graph) => {
                         let _ = s.approx.set(graph);
                         tracing::info!(

@@ -335,7 +335,12 @@ impl Ranking {
         if approximate {
             match served.approx().filter(|a| a.metric() == metric) {
                 Some(graph) => {
-                    let found = graph.search(g, &probe.vector, k, self.ef_search, &keep);
+                    // Leaving out the query's own image needs no filtered walk.
+                    let selective = stale
+                        || excluded_identity.is_some()
+                        || !wanted_identities.is_empty()
+                        || !wanted_datasets.is_empty();
+                    let found = graph.search(g, &probe.vector, k, self.ef_search, &keep, selective);
                     // A selective filter can leave the graph walk short: exact search then.
                     if found.len() == k || found.len() == g.len() {
                         mode = SearchMode::Approximate;

@@ -3,6 +3,7 @@
 //! ends with a model in the registry, its weights in safetensors files and its test-split
 //! evaluation.
 
+mod conv;
 mod data;
 mod job;
 pub mod loss;

@@ -6,9 +6,14 @@
 //!   seeded), Xavier-uniform for the CNN, uniform ±1/√fan_in for GAML, zero biases;
 //! - 'same' padding (TensorFlow's rule: the extra pixel of an odd total goes right/bottom);
 //! - 2x2 max-pooling as a reshape and two maxima, because `max_pool2d`'s gradient in candle 0.11
-//!   is a quarter of the right one (see the gradient tests in `tests`).
+//!   is a quarter of the right one (see the gradient tests in `tests`);
+//! - on the CPU the CNN runs channels-last through `conv` (im2col + matrix product, fused ReLU
+//!   and pooling), about 10x faster to train than candle's `conv2d`; other devices use the
+//!   channels-first path with candle's `conv2d`. Both compute the same function (tests).
 
 use candle_core::{DType, Device, Module, Tensor, Var, D};
+
+use super::conv;
 use candle_nn::VarMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -158,6 +163,13 @@ impl Conv {
     }
 }
 
+impl Conv {
+    /// Convolution, ReLU and 2x2 max-pooling on channels-last input (n, h, w, c), CPU only.
+    pub fn block_channels_last(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        conv::conv_relu_pool(x, &self.weight, &self.bias, self.stride)
+    }
+}
+
 impl Module for Conv {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
@@ -200,7 +212,23 @@ impl CnnTower {
 }
 
 impl Module for CnnTower {
+    /// Images (n, 3, side, side) → embeddings (n, 400).
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if x.device().is_cpu() {
+            let mut x = x.permute((0, 2, 3, 1))?;
+            for conv in &self.convs {
+                x = conv.block_channels_last(&x)?;
+            }
+            // Back to channels-first before flattening: the FC weights see (c, h, w) order.
+            return self.fc.forward(&x.permute((0, 3, 1, 2))?.flatten_from(1)?);
+        }
+        self.forward_channels_first(x)
+    }
+}
+
+impl CnnTower {
+    /// The tower with candle's `conv2d` (any device).
+    pub fn forward_channels_first(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
         for conv in &self.convs {
             x = max_pool_2x2(&conv.forward(&x)?.relu()?)?;

@@ -49,6 +49,66 @@ fn conv_relu_pool_gradients_match_pytorch() {
 }
 
 #[test]
+fn channels_last_conv_blocks_match_pytorch_gradients() {
+    // The same network and reference values as above, through the CPU's channels-last path
+    // (im2col + matrix product, fused ReLU and pool, col2im for the input gradient).
+    let x = make(&[2, 3, 16, 16], 0.37, 0.1, 1.0);
+    let (w1, b1) = (make(&[4, 3, 9, 9], 0.23, 0.5, 0.05), make(&[4], 0.9, 0.2, 0.1));
+    let (w2, b2) = (make(&[5, 4, 5, 5], 0.19, 0.7, 0.08), make(&[5], 1.3, 0.4, 0.1));
+    let c1 = Conv::from_tensors(w1.as_tensor().clone(), b1.as_tensor().clone(), 2).unwrap();
+    let c2 = Conv::from_tensors(w2.as_tensor().clone(), b2.as_tensor().clone(), 1).unwrap();
+    let h = c1.block_channels_last(&x.as_tensor().permute((0, 2, 3, 1)).unwrap()).unwrap();
+    let h = c2.block_channels_last(&h).unwrap().permute((0, 3, 1, 2)).unwrap();
+    assert_eq!(h.dims(), &[2, 5, 2, 2]);
+    let out = (h.flatten_all().unwrap() * weights(40, 0.7)).unwrap().sum_all().unwrap();
+    let grads = out.backward().unwrap();
+    check("conv x", grads.get(x.as_tensor()).unwrap(), -0.41063863433688896, 6.971927327549485);
+    check("conv w1", grads.get(w1.as_tensor()).unwrap(), -3.022566522654581, 162.41560172719147);
+    check("conv b1", grads.get(b1.as_tensor()).unwrap(), 0.12726363486550368, 1.7117445233057111);
+    check("conv w2", grads.get(w2.as_tensor()).unwrap(), -3.9886987819503625, 151.48022872475048);
+    check("conv b2", grads.get(b2.as_tensor()).unwrap(), 0.9902674387548004, 5.870911254736474);
+}
+
+#[test]
+fn the_cpu_cnn_tower_is_the_same_function_as_the_channels_first_one() {
+    let vars = candle_nn::VarMap::new();
+    let tower = nets::CnnTower::new(&mut nets::Builder::new(&vars, &Device::Cpu, 3)).unwrap();
+    // An input without exactly tied maxima in any pooling window: on a tie the channels-first
+    // path (a maximum's gradient mask) credits every tied value, PyTorch and the fused pool
+    // only the first, so smooth inputs (ties) would differ by design.
+    let x = make(&[2, 3, 128, 128], 0.37, 0.4, 0.5);
+    let probe = weights(2 * 400, 0.3).reshape((2, 400)).unwrap();
+    let run = |out: Tensor| {
+        let grads = (out.clone() * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut named: Vec<(String, Tensor)> = vars
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(name, var)| (name.clone(), grads.get(var.as_tensor()).expect("every weight has a gradient").clone()))
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        (out, named)
+    };
+    let (fast, fast_grads) = run(tower.forward(x.as_tensor()).unwrap());
+    let (reference, reference_grads) = run(tower.forward_channels_first(x.as_tensor()).unwrap());
+    let close = |a: &Tensor, b: &Tensor, what: &str| {
+        let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0, "{what}: a gradient that can be compared");
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!((x - y).abs() <= 1e-4 * scale, "{what}[{i}]: {x} vs {y} (scale {scale})");
+        }
+    };
+    close(&fast, &reference, "embeddings");
+    assert_eq!(fast_grads.len(), 14, "6 convolutions and the FC layer, weight and bias each");
+    for ((name, a), (_, b)) in fast_grads.iter().zip(&reference_grads) {
+        close(a, b, name);
+    }
+}
+
+#[test]
 fn candle_max_pool_gradient_is_the_reason_for_the_reshape_pool() {
     // One 2x2 window with a single maximum: the whole gradient belongs to it. The reshape pool
     // gives 1; candle 0.11's `max_pool2d` gave 0.25 when this was written.
