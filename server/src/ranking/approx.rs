@@ -34,8 +34,8 @@ pub const EF_CONSTRUCTION: usize = 200;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GraphPrecision {
     /// Half precision (the default): half the memory read per distance, so on a 100,000 x 128
-    /// gallery searches took 0.7x the time and the build 0.4x, at the same recall as f32
-    /// (BENCHMARKS.md). Fits embeddings whose components stay within +/-65,504.
+    /// gallery searches took about 0.7x the time and the build about 0.5x, at the same recall
+    /// as f32 (BENCHMARKS.md). Fits embeddings whose components stay within +/-65,504.
     #[default]
     F16,
     /// Full precision: twice the graph's vector memory.

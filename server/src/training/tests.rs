@@ -29,15 +29,16 @@ fn check(name: &str, g: &Tensor, weighted: f64, abs: f64) {
     assert!(close(w, weighted) && close(a, abs), "{name}: weighted {w} (torch {weighted}), abs {a} (torch {abs})");
 }
 
-#[test]
-fn conv_relu_pool_gradients_match_pytorch() {
+/// Two conv + ReLU + pool blocks (9x9 stride 2, then 5x5) on a 2x3x16x16 input, run by
+/// `blocks` (which gets the input and both layers and returns (2, 5, 2, 2) channels-first);
+/// every gradient is checked against PyTorch's.
+fn check_two_blocks_against_pytorch(blocks: impl Fn(&Tensor, &Conv, &Conv) -> Tensor) {
     let x = make(&[2, 3, 16, 16], 0.37, 0.1, 1.0);
     let (w1, b1) = (make(&[4, 3, 9, 9], 0.23, 0.5, 0.05), make(&[4], 0.9, 0.2, 0.1));
     let (w2, b2) = (make(&[5, 4, 5, 5], 0.19, 0.7, 0.08), make(&[5], 1.3, 0.4, 0.1));
     let c1 = Conv::from_tensors(w1.as_tensor().clone(), b1.as_tensor().clone(), 2).unwrap();
     let c2 = Conv::from_tensors(w2.as_tensor().clone(), b2.as_tensor().clone(), 1).unwrap();
-    let h = nets::max_pool_2x2(&c1.forward(x.as_tensor()).unwrap().relu().unwrap()).unwrap();
-    let h = nets::max_pool_2x2(&c2.forward(&h).unwrap().relu().unwrap()).unwrap();
+    let h = blocks(x.as_tensor(), &c1, &c2);
     assert_eq!(h.dims(), &[2, 5, 2, 2]);
     let out = (h.flatten_all().unwrap() * weights(40, 0.7)).unwrap().sum_all().unwrap();
     let grads = out.backward().unwrap();
@@ -49,24 +50,21 @@ fn conv_relu_pool_gradients_match_pytorch() {
 }
 
 #[test]
+fn conv_relu_pool_gradients_match_pytorch() {
+    check_two_blocks_against_pytorch(|x, c1, c2| {
+        let h = nets::max_pool_2x2(&c1.forward(x).unwrap().relu().unwrap()).unwrap();
+        nets::max_pool_2x2(&c2.forward(&h).unwrap().relu().unwrap()).unwrap()
+    });
+}
+
+#[test]
 fn channels_last_conv_blocks_match_pytorch_gradients() {
-    // The same network and reference values as above, through the CPU's channels-last path
-    // (im2col + matrix product, fused ReLU and pool, col2im for the input gradient).
-    let x = make(&[2, 3, 16, 16], 0.37, 0.1, 1.0);
-    let (w1, b1) = (make(&[4, 3, 9, 9], 0.23, 0.5, 0.05), make(&[4], 0.9, 0.2, 0.1));
-    let (w2, b2) = (make(&[5, 4, 5, 5], 0.19, 0.7, 0.08), make(&[5], 1.3, 0.4, 0.1));
-    let c1 = Conv::from_tensors(w1.as_tensor().clone(), b1.as_tensor().clone(), 2).unwrap();
-    let c2 = Conv::from_tensors(w2.as_tensor().clone(), b2.as_tensor().clone(), 1).unwrap();
-    let h = c1.block_channels_last(&x.as_tensor().permute((0, 2, 3, 1)).unwrap()).unwrap();
-    let h = c2.block_channels_last(&h).unwrap().permute((0, 3, 1, 2)).unwrap();
-    assert_eq!(h.dims(), &[2, 5, 2, 2]);
-    let out = (h.flatten_all().unwrap() * weights(40, 0.7)).unwrap().sum_all().unwrap();
-    let grads = out.backward().unwrap();
-    check("conv x", grads.get(x.as_tensor()).unwrap(), -0.41063863433688896, 6.971927327549485);
-    check("conv w1", grads.get(w1.as_tensor()).unwrap(), -3.022566522654581, 162.41560172719147);
-    check("conv b1", grads.get(b1.as_tensor()).unwrap(), 0.12726363486550368, 1.7117445233057111);
-    check("conv w2", grads.get(w2.as_tensor()).unwrap(), -3.9886987819503625, 151.48022872475048);
-    check("conv b2", grads.get(b2.as_tensor()).unwrap(), 0.9902674387548004, 5.870911254736474);
+    // The CPU's channels-last path: im2col + matrix product, fused ReLU and pool, col2im for
+    // the input gradient.
+    check_two_blocks_against_pytorch(|x, c1, c2| {
+        let h = c1.block_channels_last(&x.permute((0, 2, 3, 1)).unwrap()).unwrap();
+        c2.block_channels_last(&h).unwrap().permute((0, 3, 1, 2)).unwrap()
+    });
 }
 
 #[test]
