@@ -4,7 +4,7 @@
 //!
 //! Candle 0.11's own CPU `conv2d` backward computes the input gradient as a transposed
 //! convolution and the weight gradient as a second convolution over reshuffled copies, which
-//! made the Siamese CNN's training step about 11x slower than PyTorch's. Here the backward is
+//! made the Siamese CNN's training step about 11x slower than PyTorch's (now about 3x). Here the backward is
 //! the matrix product's (two more products, Candle's `gemm`) plus a `col2im` scatter-add; the
 //! first layer's input gradient is never computed because the images are not variables.
 //! The results are the same function as the channels-first path in `nets` (checked against
@@ -68,7 +68,9 @@ impl Window {
     /// `None` when the kernel row lies in the padding.
     fn span(&self, oy: usize, ox: usize, ky: usize) -> Option<(usize, usize, usize, usize)> {
         let iy = (oy * self.stride + ky).checked_sub(self.top).filter(|&iy| iy < self.h)?;
-        let x0 = ox * self.stride; // input column of kernel column `left` (unpadded origin)
+        // The padded column where the kernel starts; kernel column kx reads unpadded column
+        // x0 + kx - left, inside the image for kx in [left - x0, w + left - x0).
+        let x0 = ox * self.stride;
         let kx_start = self.left.saturating_sub(x0);
         let kx_end = (self.w + self.left).saturating_sub(x0).min(self.k);
         (kx_start < kx_end).then(|| (iy, kx_start, kx_end, x0 + kx_start - self.left))

@@ -8,15 +8,15 @@
 //! - 2x2 max-pooling as a reshape and two maxima, because `max_pool2d`'s gradient in candle 0.11
 //!   is a quarter of the right one (see the gradient tests in `tests`);
 //! - on the CPU the CNN runs channels-last through `conv` (im2col + matrix product, fused ReLU
-//!   and pooling), about 10x faster to train than candle's `conv2d`; other devices use the
+//!   and pooling), a training step about 3x faster than with candle's `conv2d`; other devices use the
 //!   channels-first path with candle's `conv2d`. Both compute the same function (tests).
 
 use candle_core::{DType, Device, Module, Tensor, Var, D};
-
-use super::conv;
 use candle_nn::VarMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+use super::conv;
 
 /// Side of the CNN's square RGB input.
 pub const CNN_SIDE: usize = 128;
