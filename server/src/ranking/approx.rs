@@ -14,6 +14,7 @@
 //! compiler at build time), with its own SIMD distance kernels.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
@@ -84,10 +85,48 @@ fn failed(e: impl std::fmt::Display) -> ApproxError {
     ApproxError::Library(e.to_string())
 }
 
+/// Search contexts per core. The library keeps one scratch context (visited set, candidate
+/// heaps; about 130 KB at a million rows) per search running at once and fails a search that
+/// finds none free, so the graph reserves this many and [`Contexts`] makes further searches
+/// wait for one. More than one per core keeps the cores busy while a search waits on memory.
+const SEARCH_CONTEXTS_PER_CORE: usize = 4;
+
+/// Counts the graph's free search contexts; a search takes one for its duration, waiting when
+/// all are taken (under load, a queue in front of the cores rather than failed searches).
+struct Contexts {
+    free: Mutex<usize>,
+    returned: Condvar,
+}
+
+impl Contexts {
+    fn new(count: usize) -> Self {
+        Contexts { free: Mutex::new(count), returned: Condvar::new() }
+    }
+
+    fn take(&self) -> ContextGuard<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = self.returned.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        ContextGuard(self)
+    }
+}
+
+struct ContextGuard<'a>(&'a Contexts);
+
+impl Drop for ContextGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.returned.notify_one();
+    }
+}
+
 /// An HNSW graph over a gallery, for the metric it was built for. Keys are gallery rows.
 pub struct Approx {
     graph: Index,
     metric: Metric,
+    contexts: Contexts,
 }
 
 impl Approx {
@@ -137,7 +176,10 @@ impl Approx {
                 .collect();
             workers.into_iter().try_for_each(|w| w.join().expect("an HNSW insertion thread panicked"))
         })?;
-        Ok(Approx { graph, metric })
+        let cores = std::thread::available_parallelism().map_or(1, |t| t.get());
+        let contexts = cores * SEARCH_CONTEXTS_PER_CORE;
+        graph.reserve_capacity_and_threads(n.max(1), contexts).map_err(failed)?;
+        Ok(Approx { graph, metric, contexts: Contexts::new(contexts) })
     }
 
     pub fn metric(&self) -> Metric {
@@ -162,6 +204,7 @@ impl Approx {
         // The library widens its candidate list to the number of results asked for, so asking
         // for `ef` results is a search with `ef` candidates; the best `k` are kept below.
         let wanted = ef.max(k + 1);
+        let _context = self.contexts.take();
         let found = if selective {
             self.graph.filtered_search(query, wanted, |key| keep(key as usize))
         } else {
@@ -247,5 +290,33 @@ mod tests {
             let mean = total / queries as f64;
             assert!(mean >= 0.95, "{metric:?} {precision}: recall@10 {mean}");
         }
+    }
+
+    #[test]
+    fn many_more_concurrent_searches_than_cores_all_get_answers() {
+        let g = clustered(2_000, 16);
+        let options = GraphOptions { connections: 0, precision: GraphPrecision::F16 };
+        let index = Approx::build(&g, Metric::Euclidean, options, &AtomicBool::new(false)).expect("graph");
+        let cores = std::thread::available_parallelism().map_or(1, |t| t.get());
+        let searchers = cores * SEARCH_CONTEXTS_PER_CORE * 4;
+        let barrier = std::sync::Barrier::new(searchers);
+        let answered: usize = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..searchers)
+                .map(|t| {
+                    let (index, g, barrier) = (&index, &g, &barrier);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        (0..20)
+                            .filter(|i| {
+                                let q = g.vector((t * 20 + i) % g.len());
+                                index.search(g, q, 10, 64, &|_| true, false).len() == 10
+                            })
+                            .count()
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().expect("searcher")).sum()
+        });
+        assert_eq!(answered, searchers * 20, "every search found its 10 rows (none failed for want of a context)");
     }
 }
