@@ -132,6 +132,7 @@ pub async fn serve(
                 connections: config.rank_hnsw_m,
                 precision: config.rank_hnsw_precision,
             },
+            graph_dir: Some(config.data_dir.join("hnsw")),
         },
     );
     let ranking = ranking::Ranking::new(store.clone(), datasets.clone(), indexes, config.rank_ef);

@@ -13,6 +13,7 @@
 //! dataset filters stay inside the search. It is C++ under a `cxx` bridge (needs a C++
 //! compiler at build time), with its own SIMD distance kernels.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 
@@ -71,6 +72,17 @@ pub struct GraphOptions {
     pub precision: GraphPrecision,
 }
 
+impl GraphOptions {
+    /// M as built.
+    pub fn connections(&self) -> usize {
+        if self.connections == 0 {
+            DEFAULT_CONNECTIONS
+        } else {
+            self.connections
+        }
+    }
+}
+
 /// Why no graph was made.
 #[derive(Debug, thiserror::Error)]
 pub enum ApproxError {
@@ -83,6 +95,30 @@ pub enum ApproxError {
 
 fn failed(e: impl std::fmt::Display) -> ApproxError {
     ApproxError::Library(e.to_string())
+}
+
+fn path_str(path: &Path) -> Result<&str, ApproxError> {
+    path.to_str().ok_or_else(|| ApproxError::Library(format!("{} is not a UTF-8 path", path.display())))
+}
+
+/// The library's settings for a graph of `dim`-float vectors.
+fn index_options(dim: usize, metric: Metric, options: GraphOptions) -> IndexOptions {
+    IndexOptions {
+        dimensions: dim,
+        metric: match metric {
+            Metric::Euclidean => MetricKind::L2sq,
+            Metric::Cosine => MetricKind::Cos,
+        },
+        quantization: match options.precision {
+            GraphPrecision::F16 => ScalarKind::F16,
+            GraphPrecision::F32 => ScalarKind::F32,
+        },
+        connectivity: options.connections(),
+        expansion_add: EF_CONSTRUCTION,
+        // A floor only: each search asks for at least its `ef` candidates (see `search`).
+        expansion_search: 16,
+        multi: false,
+    }
 }
 
 /// Search contexts per core. The library keeps one scratch context (visited set, candidate
@@ -138,25 +174,8 @@ impl Approx {
         options: GraphOptions,
         stop: &AtomicBool,
     ) -> Result<Self, ApproxError> {
-        let GraphOptions { connections, precision } = options;
         let n = gallery.len();
-        let options = IndexOptions {
-            dimensions: gallery.dim(),
-            metric: match metric {
-                Metric::Euclidean => MetricKind::L2sq,
-                Metric::Cosine => MetricKind::Cos,
-            },
-            quantization: match precision {
-                GraphPrecision::F16 => ScalarKind::F16,
-                GraphPrecision::F32 => ScalarKind::F32,
-            },
-            connectivity: if connections == 0 { DEFAULT_CONNECTIONS } else { connections },
-            expansion_add: EF_CONSTRUCTION,
-            // A floor only: each search asks for at least its `ef` candidates (see `search`).
-            expansion_search: 16,
-            multi: false,
-        };
-        let graph = Index::new(&options).map_err(failed)?;
+        let graph = Index::new(&index_options(gallery.dim(), metric, options)).map_err(failed)?;
         let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(n.max(1));
         graph.reserve_capacity_and_threads(n.max(1), threads).map_err(failed)?;
         let graph_ref = &graph;
@@ -176,6 +195,48 @@ impl Approx {
                 .collect();
             workers.into_iter().try_for_each(|w| w.join().expect("an HNSW insertion thread panicked"))
         })?;
+        Self::ready(graph, n, metric)
+    }
+
+    /// Reads a graph that [`Approx::save`] wrote for this gallery with these options (seconds,
+    /// where building takes minutes). A file of another gallery size, dimension or kind is
+    /// refused, so the caller builds instead; the file name should also say which gallery it
+    /// was built for (see [`Gallery::fingerprint`]).
+    pub fn load(path: &Path, gallery: &Gallery, metric: Metric, options: GraphOptions) -> Result<Self, ApproxError> {
+        let wanted = index_options(gallery.dim(), metric, options);
+        let graph = Index::new(&wanted).map_err(failed)?;
+        graph.load(path_str(path)?).map_err(failed)?;
+        let shape = (graph.size(), graph.dimensions(), graph.connectivity());
+        if shape != (gallery.len(), gallery.dim(), wanted.connectivity) {
+            return Err(ApproxError::Library(format!(
+                "{} holds {} vectors of {} dimensions with M = {}, the gallery has {} of {} (M = {})",
+                path.display(),
+                shape.0,
+                shape.1,
+                shape.2,
+                gallery.len(),
+                gallery.dim(),
+                wanted.connectivity
+            )));
+        }
+        Self::ready(graph, gallery.len(), metric)
+    }
+
+    /// Writes the graph to `path`: into a temporary file beside it, synced, then renamed over
+    /// it, so a crash leaves the old file or none, never half a graph under the real name.
+    pub fn save(&self, path: &Path) -> Result<(), ApproxError> {
+        let io = |e: std::io::Error| ApproxError::Library(format!("{}: {e}", path.display()));
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let tmp = path.with_extension("tmp");
+        self.graph.save(path_str(&tmp)?).map_err(failed)?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+    }
+
+    /// A built or loaded graph, with its search contexts reserved.
+    fn ready(graph: Index, n: usize, metric: Metric) -> Result<Self, ApproxError> {
         let cores = std::thread::available_parallelism().map_or(1, |t| t.get());
         let contexts = cores * SEARCH_CONTEXTS_PER_CORE;
         graph.reserve_capacity_and_threads(n.max(1), contexts).map_err(failed)?;
@@ -290,6 +351,36 @@ mod tests {
             let mean = total / queries as f64;
             assert!(mean >= 0.95, "{metric:?} {precision}: recall@10 {mean}");
         }
+    }
+
+    #[test]
+    fn a_saved_graph_loads_with_the_same_answers_and_only_for_its_own_gallery() {
+        let g = clustered(3_000, 24);
+        let options = GraphOptions { connections: 12, precision: GraphPrecision::F16 };
+        let built = Approx::build(&g, Metric::Cosine, options, &AtomicBool::new(false)).expect("graph");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("graphs").join("g.usearch");
+        built.save(&path).expect("saved");
+        assert!(!path.with_extension("tmp").exists(), "the temporary file was renamed");
+        let loaded = Approx::load(&path, &g, Metric::Cosine, options).expect("loaded");
+        assert_eq!(loaded.metric(), Metric::Cosine);
+        for qi in 0..40 {
+            let q = g.vector(qi * 37);
+            assert_eq!(
+                loaded.search(&g, q, 10, 32, &|_| true, false),
+                built.search(&g, q, 10, 32, &|_| true, false),
+                "query {qi}"
+            );
+        }
+        // Another gallery, another M, or a damaged file: refused, so the caller builds.
+        let other = clustered(2_000, 24);
+        assert!(Approx::load(&path, &other, Metric::Cosine, options).is_err());
+        let m16 = GraphOptions { connections: 16, ..options };
+        assert!(Approx::load(&path, &g, Metric::Cosine, m16).is_err());
+        let bytes = std::fs::read(&path).expect("read");
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("truncate");
+        assert!(Approx::load(&path, &g, Metric::Cosine, options).is_err());
+        assert!(Approx::load(&dir.path().join("none.usearch"), &g, Metric::Cosine, options).is_err());
     }
 
     #[test]

@@ -135,6 +135,23 @@ impl Gallery {
         self.dim
     }
 
+    /// SHA-256 of the vectors in row order (hex), which is all an HNSW graph over the gallery
+    /// depends on: a saved graph is reused only for a gallery with this fingerprint. About a
+    /// quarter of a second for a million 128-d rows.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update((self.dim as u64).to_le_bytes());
+        hash.update((self.rows.len() as u64).to_le_bytes());
+        let mut buffer = Vec::with_capacity(64 * 1024);
+        for chunk in self.data.chunks(16 * 1024) {
+            buffer.clear();
+            buffer.extend(chunk.iter().flat_map(|v| v.to_le_bytes()));
+            hash.update(&buffer);
+        }
+        hex::encode(hash.finalize())
+    }
+
     pub fn row(&self, i: usize) -> Row {
         self.rows[i]
     }

@@ -41,6 +41,8 @@ pub struct IndexOptions {
     pub bench_gallery: Option<PathBuf>,
     /// How HNSW graphs are built (M, vector precision).
     pub graph: GraphOptions,
+    /// Where built HNSW graphs are saved and found again after a restart (none: not saved).
+    pub graph_dir: Option<PathBuf>,
 }
 
 /// A model's gallery, ready to answer queries.
@@ -391,16 +393,9 @@ impl Inner {
                 .filter(|s| needs_approx(s))
                 .collect();
             for s in wanting {
-                let started = Instant::now();
-                match Approx::build(&s.gallery, s.model.metric(), self.options.graph, &self.stopping) {
+                match self.graph_for(&s) {
                     Ok(graph) => {
                         let _ = s.approx.set(graph);
-                        tracing::info!(
-                            model = s.model.id(),
-                            images = s.gallery.len(),
-                            ms = started.elapsed().as_millis() as u64,
-                            "HNSW graph built"
-                        );
                     }
                     Err(ApproxError::Stopped) => return,
                     Err(e) => {
@@ -411,6 +406,53 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// The HNSW graph of a gallery: the one saved for exactly this gallery if there is one,
+    /// else built (minutes for a million rows) and saved, replacing the model's older graphs.
+    fn graph_for(&self, s: &Served) -> Result<Approx, ApproxError> {
+        let (metric, options) = (s.model.metric(), self.options.graph);
+        let started = Instant::now();
+        let path = self.options.graph_dir.as_ref().map(|dir| {
+            let name = format!(
+                "{metric:?}-m{}-{}-{}.usearch",
+                options.connections(),
+                options.precision,
+                &s.gallery.fingerprint()[..24]
+            );
+            dir.join(file_safe(s.model.id())).join(name.to_lowercase())
+        });
+        if let Some(path) = path.as_ref().filter(|p| p.exists()) {
+            match Approx::load(path, &s.gallery, metric, options) {
+                Ok(graph) => {
+                    tracing::info!(
+                        model = s.model.id(),
+                        images = s.gallery.len(),
+                        path = %path.display(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "HNSW graph loaded"
+                    );
+                    return Ok(graph);
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read a saved HNSW graph; building it again")
+                }
+            }
+        }
+        let graph = Approx::build(&s.gallery, metric, options, &self.stopping)?;
+        tracing::info!(
+            model = s.model.id(),
+            images = s.gallery.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "HNSW graph built"
+        );
+        if let Some(path) = &path {
+            match graph.save(path) {
+                Ok(()) => remove_older_graphs(path),
+                Err(e) => tracing::warn!(error = %e, "cannot save the HNSW graph; it is built again after a restart"),
+            }
+        }
+        Ok(graph)
     }
 
     /// Builds the index of `id` and serves it. A model that cannot be loaded leaves the current
@@ -461,6 +503,28 @@ fn bench_gallery(path: &Path, dim: usize) -> Result<Gallery, RankingError> {
         }
     }
     Ok(builder.build())
+}
+
+/// A model id as a directory name (ids are `architecture/number`).
+fn file_safe(model_id: &str) -> String {
+    model_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect()
+}
+
+/// Removes the saved graphs of a model's earlier galleries and other settings (and leftovers
+/// of interrupted saves) from its directory, keeping `kept`.
+fn remove_older_graphs(kept: &Path) {
+    let Some(dir) = kept.parent() else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if path != kept && (name.ends_with(".usearch") || name.ends_with(".tmp")) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!(path = %path.display(), "older HNSW graph removed"),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove an older HNSW graph"),
+            }
+        }
+    }
 }
 
 fn needs_approx(s: &Served) -> bool {

@@ -3,6 +3,7 @@
 //! trained model swaps the index without a failed query; bad requests get precise statuses.
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 use facesim_client::{pb, Client};
@@ -38,6 +39,17 @@ async fn wait_for_gallery(client: &Client, probe: u64, images: usize) {
     }
 }
 
+/// The HNSW graph files in a model's graph directory.
+fn saved_graphs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "usearch")).collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
 fn distance(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt()
 }
@@ -50,7 +62,8 @@ async fn services_rank_faces_with_filters_grouping_thresholds_and_both_search_mo
     let job = wait_for_job(&admin, report.embedding_job_id).await;
     assert_eq!(job.state, pb::JobState::Succeeded as i32, "{}", job.message);
     let ids: Vec<u64> = report.results.iter().map(|r| r.image_id).collect();
-    let service = server.client(Some(&server.user("svc", pb::Role::Service).await)).await;
+    let svc_token = server.user("svc", pb::Role::Service).await;
+    let service = server.client(Some(&svc_token)).await;
     wait_for_gallery(&service, ids[0], ids.len()).await;
 
     // Every image's embedding and identity, to check the server's answers independently.
@@ -171,6 +184,30 @@ async fn services_rank_faces_with_filters_grouping_thresholds_and_both_search_mo
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(approx.results, top.results);
+
+    // The graph is saved in the data dir and read back after a restart instead of being built
+    // again: the same file (same inode: a new save would have renamed a new file over it)
+    // serves the same answers.
+    let graphs = server.data_dir().join("hnsw").join("descriptor_v1");
+    let saved = saved_graphs(&graphs);
+    assert_eq!(saved.len(), 1, "one saved graph for the gallery: {saved:?}");
+    let inode = std::fs::metadata(&saved[0]).expect("saved graph").ino();
+    let server = server.restart().await;
+    let admin = server.admin().await;
+    let service = server.client(Some(&svc_token)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reloaded = loop {
+        match service.ranking().rank(approx_request.clone()).await {
+            Ok(r) if r.get_ref().mode == pb::SearchMode::Approximate as i32 => break r.into_inner(),
+            Ok(_) => {}
+            Err(e) => assert_eq!(e.code(), Code::Unavailable, "only 'still building' is expected: {e}"),
+        }
+        assert!(Instant::now() < deadline, "no approximate answer after the restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(reloaded.results, top.results);
+    assert_eq!(saved_graphs(&graphs), saved);
+    assert_eq!(std::fs::metadata(&saved[0]).expect("saved graph").ino(), inode, "loaded, not built again");
 
     // A batch answers each query as a single call would.
     let batch = service
