@@ -505,9 +505,16 @@ fn bench_gallery(path: &Path, dim: usize) -> Result<Gallery, RankingError> {
     Ok(builder.build())
 }
 
-/// A model id as a directory name (ids are `architecture/number`).
+/// A model id as a directory name: `gaml/3` is `gaml-3`, as in the models tree.
 fn file_safe(model_id: &str) -> String {
-    model_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect()
+    model_id
+        .chars()
+        .map(|c| match c {
+            '/' => '-',
+            c if c.is_ascii_alphanumeric() || c == '-' || c == '.' => c,
+            _ => '_',
+        })
+        .collect()
 }
 
 /// Removes the saved graphs of a model's earlier galleries and other settings (and leftovers

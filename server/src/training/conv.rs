@@ -5,18 +5,20 @@
 //! Candle 0.11's own CPU `conv2d` backward computes the input gradient as a transposed
 //! convolution and the weight gradient as a second convolution over reshuffled copies, which
 //! made the Siamese CNN's training step about 11x slower than PyTorch's (now about 3x). Here the backward is
-//! the matrix product's (two more products, Candle's `gemm`) plus a `col2im` scatter-add; the
-//! first layer's input gradient is never computed because the images are not variables.
+//! the matrix product's (two more products, Candle's `gemm`, in [`super::dense`]) plus a
+//! `col2im` scatter-add; the first layer's input gradient is never computed because the
+//! images are not variables.
 //! The results are the same function as the channels-first path in `nets` (checked against
 //! PyTorch's gradients and against that path in the tests).
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::dense::{dense, Activation};
 use super::nets::same_padding;
 
 /// The contiguous f32 values of a CPU tensor's storage.
-fn values<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+pub(super) fn values<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(all) = storage else {
         bail!("{op}: f32 values expected");
     };
@@ -259,7 +261,7 @@ pub fn conv_relu_pool(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: usize)
     };
     // (outputs, ky, kx, c): the order of an im2col row.
     let kernel = weight.permute((0, 2, 3, 1))?.reshape((outputs, k * k * c))?;
-    let y = patches.matmul(&kernel.t()?)?.broadcast_add(bias)?;
+    let y = dense(&patches, &kernel, bias, Activation::Identity)?;
     y.reshape((n, ho, wo, outputs))?.apply_op1(ReluPool)
 }
 

@@ -5,6 +5,7 @@
 
 mod conv;
 mod data;
+mod dense;
 mod job;
 pub mod loss;
 pub mod metrics;

@@ -17,6 +17,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::conv;
+use super::dense::{dense, Activation};
 
 /// Side of the CNN's square RGB input.
 pub const CNN_SIDE: usize = 128;
@@ -104,9 +105,16 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// `tanh(x W^T + b)`, as one operation on the CPU.
+    pub fn forward_tanh(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        dense(x, &self.weight, &self.bias, Activation::Tanh)
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+        dense(x, &self.weight, &self.bias, Activation::Identity)
     }
 }
 
@@ -259,7 +267,7 @@ impl Module for GamlTower {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
         for layer in &self.layers {
-            x = layer.forward(&x)?.tanh()?;
+            x = layer.forward_tanh(&x)?;
         }
         Ok(x)
     }

@@ -2,9 +2,12 @@
 //! lacks, and Adam (PyTorch's form, no weight decay). On the CPU Adam runs as one fused pass
 //! over each parameter's values; candle-nn's AdamW (with zero decay, which is Adam) costs a
 //! dozen whole-tensor operations per parameter and was half of a GAML step at 2,622 inputs.
-//! Other devices use candle-nn's AdamW.
+//! The pass writes the weights in place (a candle in-place op), so no copy of the weights or
+//! gradients is made. Other devices use candle-nn's AdamW.
 
-use candle_core::{backprop::GradStore, Device, Tensor, Var};
+use std::cell::RefCell;
+
+use candle_core::{backprop::GradStore, CpuStorage, Device, InplaceOp2, Layout, Tensor, Var};
 use candle_nn::{AdamW, Optimizer as _, ParamsAdamW};
 use rayon::prelude::*;
 
@@ -72,27 +75,67 @@ impl Optimizer {
                 let (b1, b2, eps) = (BETA1 as f32, BETA2 as f32, EPS as f32);
                 for ((var, m), v) in vars.iter().zip(m.iter_mut()).zip(v.iter_mut()) {
                     let Some(g) = grads.get(var.as_tensor()) else { continue };
-                    let g = g.flatten_all()?.to_vec1::<f32>()?;
-                    let mut w = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-                    // Chunks of the values on every core.
-                    const CHUNK: usize = 1 << 14;
-                    w.par_chunks_mut(CHUNK)
-                        .zip(m.par_chunks_mut(CHUNK))
-                        .zip(v.par_chunks_mut(CHUNK))
-                        .zip(g.par_chunks(CHUNK))
-                        .for_each(|(((w, m), v), g)| {
-                            for i in 0..w.len() {
-                                m[i] = b1 * m[i] + (1.0 - b1) * g[i];
-                                v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-                                w[i] -= step * m[i] / ((v[i] / correction2).sqrt() + eps);
-                            }
-                        });
-                    var.set(&Tensor::from_vec(w, var.shape(), &Device::Cpu)?)?;
+                    let update = AdamUpdate {
+                        moments: RefCell::new((m.as_mut_slice(), v.as_mut_slice())),
+                        step,
+                        correction2,
+                        b1,
+                        b2,
+                        eps,
+                    };
+                    var.as_tensor().inplace_op2(&g.contiguous()?, &update)?;
                 }
                 Ok(())
             }
             Optimizer::Adam(adam) => adam.step(grads),
         }
+    }
+}
+
+/// One Adam update of a parameter's values in place, from its gradient; the moments live in
+/// the optimiser.
+struct AdamUpdate<'a> {
+    moments: RefCell<(&'a mut [f32], &'a mut [f32])>,
+    step: f32,
+    correction2: f32,
+    b1: f32,
+    b2: f32,
+    eps: f32,
+}
+
+impl InplaceOp2 for AdamUpdate<'_> {
+    fn name(&self) -> &'static str {
+        "adam-update"
+    }
+
+    fn cpu_fwd(&self, w: &mut CpuStorage, wl: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<()> {
+        let (CpuStorage::F32(w), CpuStorage::F32(g)) = (w, g) else {
+            candle_core::bail!("adam-update: f32 values and gradients expected")
+        };
+        let (Some((w0, w1)), Some((g0, g1))) = (wl.contiguous_offsets(), gl.contiguous_offsets()) else {
+            candle_core::bail!("adam-update: contiguous values and gradients expected")
+        };
+        let (w, g) = (&mut w[w0..w1], &g[g0..g1]);
+        let mut moments = self.moments.borrow_mut();
+        let (m, v) = &mut *moments;
+        if w.len() != g.len() || w.len() != m.len() || w.len() != v.len() {
+            candle_core::bail!("adam-update: {} values, {} gradients, {} moments", w.len(), g.len(), m.len())
+        }
+        let AdamUpdate { step, correction2, b1, b2, eps, .. } = *self;
+        // Chunks of the values on every core.
+        const CHUNK: usize = 1 << 14;
+        w.par_chunks_mut(CHUNK)
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(((w, m), v), g)| {
+                for i in 0..w.len() {
+                    m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+                    v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+                    w[i] -= step * m[i] / ((v[i] / correction2).sqrt() + eps);
+                }
+            });
+        Ok(())
     }
 }
 

@@ -188,7 +188,7 @@ async fn services_rank_faces_with_filters_grouping_thresholds_and_both_search_mo
     // The graph is saved in the data dir and read back after a restart instead of being built
     // again: the same file (same inode: a new save would have renamed a new file over it)
     // serves the same answers.
-    let graphs = server.data_dir().join("hnsw").join("descriptor_v1");
+    let graphs = server.data_dir().join("hnsw").join("descriptor-v1");
     let saved = saved_graphs(&graphs);
     assert_eq!(saved.len(), 1, "one saved graph for the gallery: {saved:?}");
     let inode = std::fs::metadata(&saved[0]).expect("saved graph").ino();
