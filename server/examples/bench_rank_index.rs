@@ -4,11 +4,13 @@
 //! vectors and queries.
 //!
 //! cargo run --release -p facesim-server --example bench_rank_index -- \
-//!     <vectors.f32> <queries.f32> <k> <ef[,ef...]> [hnsw: yes|no] [M] [precision[,precision]]
+//!     <vectors.f32> <queries.f32> <k> <ef[,ef...]> [hnsw: yes|no] [M] [precision[,precision]] [graph.usearch]
 //!
 //! Prints JSON lines: exact latency, then for each graph precision (f16 and/or f32, default
 //! f16) its build time, and latency and recall@k against exact for each ef (one graph per
-//! precision, searched once per ef).
+//! precision, searched once per ef). With a graph file (one the server saved under
+//! `<data dir>/hnsw/` for these vectors, M and precision), that graph is loaded instead of
+//! built, so the server's graph can be timed in-process without a second build.
 
 use std::time::Instant;
 
@@ -30,7 +32,8 @@ fn quantile(values: &mut [f64], q: f64) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: bench_rank_index <vectors.f32> <queries.f32> <k> <ef[,ef...]> [yes|no] [M] [f16|f32[,...]]";
+    let usage =
+        "usage: bench_rank_index <vectors.f32> <queries.f32> <k> <ef[,ef...]> [yes|no] [M] [f16|f32[,...]] [graph.usearch]";
     assert!(args.len() >= 5, "{usage}");
     let (data, queries) = (read(&args[1]), read(&args[2]));
     let k: usize = args[3].parse().expect("k");
@@ -72,7 +75,10 @@ fn main() {
     for &precision in &precisions {
         let t = Instant::now();
         let options = GraphOptions { connections, precision };
-        let graph = Approx::build(&gallery, Metric::Euclidean, options, &Default::default()).expect("HNSW graph");
+        let graph = match args.get(8) {
+            Some(path) => Approx::load(path.as_ref(), &gallery, Metric::Euclidean, options).expect("saved HNSW graph"),
+            None => Approx::build(&gallery, Metric::Euclidean, options, &Default::default()).expect("HNSW graph"),
+        };
         graphs.push((precision, graph, t.elapsed().as_secs_f64()));
     }
     let m = if connections == 0 { DEFAULT_CONNECTIONS } else { connections };

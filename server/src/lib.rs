@@ -39,6 +39,8 @@ pub enum ServerError {
     Jobs(#[from] jobs::JobError),
     #[error("cannot import the demo faces: {0}")]
     Demo(#[from] dataset::DatasetError),
+    #[error("cannot set up ranking: {0}")]
+    Ranking(#[from] ranking::RankingError),
     #[error("cannot use the listener: {0}")]
     Io(#[from] std::io::Error),
     #[error("gRPC transport failed: {0}")]
@@ -135,7 +137,13 @@ pub async fn serve(
             graph_dir: Some(config.data_dir.join("hnsw")),
         },
     );
-    let ranking = ranking::Ranking::new(store.clone(), datasets.clone(), indexes, config.rank_ef);
+    let ranking = ranking::Ranking::new(
+        store.clone(),
+        datasets.clone(),
+        indexes,
+        config.rank_ef,
+        ranking::SearchThreads::new(0)?,
+    );
 
     let addr = listener.local_addr()?;
     let state = Arc::new(state::AppState {

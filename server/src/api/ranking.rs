@@ -6,7 +6,7 @@ use facesim_proto::v1::{self as pb, ranking_service_server::RankingService};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::status::from_join;
+use super::status::{from_join, panicked};
 use crate::models::Metric;
 use crate::ranking::{FaceRef, RankQuery, Ranked, RankingError, SearchMode, MAX_BATCH};
 use crate::state::AppState;
@@ -92,7 +92,8 @@ impl RankingService for RankingApi {
     async fn rank(&self, request: Request<pb::RankRequest>) -> Result<Response<pb::RankResponse>, Status> {
         let query = rank_query(request.into_inner(), "request")?;
         let ranking = self.state.ranking.clone();
-        let ranked = tokio::task::spawn_blocking(move || ranking.rank(query)).await.map_err(from_join)??;
+        let threads = ranking.threads().clone();
+        let ranked = threads.run(move || ranking.rank(query)).await.ok_or_else(panicked)??;
         Ok(Response::new(rank_response(ranked)))
     }
 
@@ -115,19 +116,21 @@ impl RankingService for RankingApi {
             .map(|(i, q)| rank_query(q, &format!("queries[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
         let ranking = self.state.ranking.clone();
-        let ranked = tokio::task::spawn_blocking(move || {
-            queries
-                .into_iter()
-                .enumerate()
-                .map(|(i, q)| ranking.rank(q).map_err(|e| (i, e)))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(from_join)?
-        .map_err(|(i, e)| {
-            let status = Status::from(e);
-            Status::new(status.code(), format!("queries[{i}]: {}", status.message()))
-        })?;
+        let threads = ranking.threads().clone();
+        let ranked = threads
+            .run(move || {
+                queries
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, q)| ranking.rank(q).map_err(|e| (i, e)))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .ok_or_else(panicked)?
+            .map_err(|(i, e)| {
+                let status = Status::from(e);
+                Status::new(status.code(), format!("queries[{i}]: {}", status.message()))
+            })?;
         Ok(Response::new(pb::BatchRankResponse { responses: ranked.into_iter().map(rank_response).collect() }))
     }
 

@@ -52,6 +52,11 @@ pub fn from_dataset(error: DatasetError) -> Status {
     }
 }
 
+/// Work on the ranking threads that panicked (logged where it happened).
+pub fn panicked() -> Status {
+    Status::new(Code::Internal, "the server failed while processing the request")
+}
+
 /// A blocking task that panicked or was cancelled.
 pub fn from_join(error: tokio::task::JoinError) -> Status {
     tracing::error!(%error, "blocking task failed");
@@ -101,6 +106,7 @@ pub fn from_ranking(error: RankingError) -> Status {
         | RankingError::MissingFace => Status::invalid_argument(message),
         RankingError::NoIndex => Status::unavailable(message),
         RankingError::BenchGallery(_) => Status::failed_precondition(message),
+        RankingError::Threads(_) => Status::internal(message),
         RankingError::Registry(e) => from_registry(e),
         RankingError::Model(e) => from_model(e),
         RankingError::Dataset(e) => from_dataset(e),

@@ -160,9 +160,12 @@ impl Drop for ContextGuard<'_> {
 
 /// An HNSW graph over a gallery, for the metric it was built for. Keys are gallery rows.
 pub struct Approx {
+    // Declared before `_mapped`: the graph is dropped before the memory it views.
     graph: Index,
     metric: Metric,
     contexts: Contexts,
+    /// The saved graph in memory, when the graph is a view of it (see [`Approx::load`]).
+    _mapped: Option<memmap2::Mmap>,
 }
 
 impl Approx {
@@ -199,13 +202,27 @@ impl Approx {
     }
 
     /// Reads a graph that [`Approx::save`] wrote for this gallery with these options (seconds,
-    /// where building takes minutes). A file of another gallery size, dimension or kind is
+    /// where building takes minutes). A file of another gallery size, dimension or M is
     /// refused, so the caller builds instead; the file name should also say which gallery it
-    /// was built for (see [`Gallery::fingerprint`]).
+    /// was built for (see [`Gallery::fingerprint`]). The file is read whole into one block of
+    /// memory asked of the kernel in 2 MB pages, which the library then reads in place (a
+    /// view): with 4 KB pages every hop of a search through a large graph also misses the TLB,
+    /// and searches of a 1M graph took about 1.25x as long (BENCHMARKS.md).
     pub fn load(path: &Path, gallery: &Gallery, metric: Metric, options: GraphOptions) -> Result<Self, ApproxError> {
+        use std::io::Read;
+        let io = |e: std::io::Error| ApproxError::Library(format!("{}: {e}", path.display()));
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len() as usize;
+        let mut memory = memmap2::MmapOptions::new().len(len.max(1)).map_anon().map_err(io)?;
+        // Best effort: without huge pages the view works the same, only slower.
+        let _ = memory.advise(memmap2::Advice::HugePage);
+        file.read_exact(&mut memory[..len]).map_err(io)?;
+        let memory = memory.make_read_only().map_err(io)?;
         let wanted = index_options(gallery.dim(), metric, options);
         let graph = Index::new(&wanted).map_err(failed)?;
-        graph.load(path_str(path)?).map_err(failed)?;
+        // SAFETY: the view reads `memory`, which the returned value owns, never changes and
+        // drops after the graph (field order).
+        unsafe { graph.view_from_buffer(&memory[..len]) }.map_err(failed)?;
         let shape = (graph.size(), graph.dimensions(), graph.connectivity());
         if shape != (gallery.len(), gallery.dim(), wanted.connectivity) {
             return Err(ApproxError::Library(format!(
@@ -219,7 +236,9 @@ impl Approx {
                 wanted.connectivity
             )));
         }
-        Self::ready(graph, gallery.len(), metric)
+        let mut approx = Self::ready(graph, gallery.len(), metric)?;
+        approx._mapped = Some(memory);
+        Ok(approx)
     }
 
     /// Writes the graph to `path`: into a temporary file beside it, synced, then renamed over
@@ -240,7 +259,7 @@ impl Approx {
         let cores = std::thread::available_parallelism().map_or(1, |t| t.get());
         let contexts = cores * SEARCH_CONTEXTS_PER_CORE;
         graph.reserve_capacity_and_threads(n.max(1), contexts).map_err(failed)?;
-        Ok(Approx { graph, metric, contexts: Contexts::new(contexts) })
+        Ok(Approx { graph, metric, contexts: Contexts::new(contexts), _mapped: None })
     }
 
     pub fn metric(&self) -> Metric {

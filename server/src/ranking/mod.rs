@@ -9,6 +9,7 @@ pub mod approx;
 pub mod gallery;
 pub mod index;
 pub mod kernel;
+mod threads;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::models::{LoadedModel, Metric, ModelError, RegistryError};
 use crate::store::{Store, StoreError};
 use gallery::Hit;
 pub use index::{IndexOptions, Indexes, Served};
+pub use threads::SearchThreads;
 
 /// The descriptor's decision threshold on Euclidean distance. dlib documents 0.6 for faces
 /// aligned by its landmark pipeline; facesim's centre-crop preprocessing measured its best
@@ -117,6 +119,8 @@ pub enum RankingError {
     MissingFace,
     #[error("the ranking index is still being built (the server just started); retry in a moment")]
     NoIndex,
+    #[error("cannot start the ranking threads: {0}")]
+    Threads(String),
     #[error("the benchmark gallery cannot be used: {0}")]
     BenchGallery(String),
     #[error(transparent)]
@@ -146,6 +150,7 @@ pub struct Ranking {
     indexes: Indexes,
     /// Candidate list of HNSW searches.
     ef_search: usize,
+    threads: SearchThreads,
 }
 
 /// A query's face as the model sees it: its embedding, and its gallery row and identity when it
@@ -157,8 +162,13 @@ struct Probe {
 }
 
 impl Ranking {
-    pub fn new(store: Store, datasets: Datasets, indexes: Indexes, ef_search: usize) -> Self {
-        Ranking { store, datasets, indexes, ef_search }
+    pub fn new(store: Store, datasets: Datasets, indexes: Indexes, ef_search: usize, threads: SearchThreads) -> Self {
+        Ranking { store, datasets, indexes, ef_search, threads }
+    }
+
+    /// The threads `rank` should be called on (see [`threads`]).
+    pub fn threads(&self) -> &SearchThreads {
+        &self.threads
     }
 
     pub fn indexes(&self) -> &Indexes {
