@@ -298,8 +298,8 @@ pub async fn bench_rank(client: &Client, args: BenchRankArgs) -> anyhow::Result<
         ..Default::default()
     };
     // Warm-up: connections, the index, an approximate graph if one is asked for (a million
-    // vectors take minutes to index on two cores).
-    let warm_until = Instant::now() + Duration::from_secs(1800);
+    // vectors take 25-40 minutes to index on two cores, seconds once the server saved it).
+    let warm_until = Instant::now() + Duration::from_secs(3600);
     let mut said = false;
     loop {
         let r = match client.ranking().rank(request(0, mode)).await {
