@@ -21,6 +21,7 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    facesim_server::cpu::park_idle_candle_threads();
     let mut args = std::env::args().skip(1);
     let dir = std::path::PathBuf::from(args.next().unwrap_or_else(|| "/tmp/descriptor-inputs".into()));
     let seconds: f64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(10.0);

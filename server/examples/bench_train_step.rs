@@ -21,6 +21,7 @@ fn inputs(shape: &[usize], phase: f64) -> Tensor {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    facesim_server::cpu::park_idle_candle_threads();
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: bench_train_step <cnn|gaml> <batch> <steps> [gaml input dim]";
     let model = args.get(1).ok_or(usage)?.as_str();

@@ -15,6 +15,7 @@ const CROP: u32 = 160;
 const BATCH: usize = 32;
 
 fn main() -> anyhow::Result<()> {
+    facesim_server::cpu::park_idle_candle_threads();
     let mut args = std::env::args().skip(1);
     let dir = std::path::PathBuf::from(args.next().ok_or_else(|| anyhow::anyhow!("give the LFW images dir"))?);
     let out = args.next().ok_or_else(|| anyhow::anyhow!("give the output prefix"))?;

@@ -12,6 +12,7 @@ const CROP: u32 = 160;
 const QUALITY: u8 = 90;
 
 fn main() -> anyhow::Result<()> {
+    facesim_server::cpu::park_idle_candle_threads();
     let mut args = std::env::args().skip(1);
     let lfw = PathBuf::from(args.next().unwrap_or_else(|| "../shared/datasets/lfw".into()));
     let out = PathBuf::from(args.next().unwrap_or_else(|| "datasets/lfw-demo".into()));

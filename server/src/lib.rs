@@ -5,6 +5,7 @@ pub mod allocator;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod cpu;
 pub mod dataset;
 pub mod descriptor;
 pub mod jobs;

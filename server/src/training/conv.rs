@@ -1,20 +1,25 @@
-//! The CNN's convolution blocks on the CPU, channels-last: the convolution is an `im2col`
-//! (every output pixel's receptive field copied into one row) followed by one matrix product
-//! with the weights, and ReLU with the 2x2 max-pool is a single fused operation.
+//! The CNN's blocks on the CPU, channels-last: a 'same' convolution (every output pixel's
+//! receptive field copied into one row, `im2col`, then one matrix product with the kernel),
+//! ReLU and the 2x2 max-pool, as one candle operation.
 //!
 //! Candle 0.11's own CPU `conv2d` backward computes the input gradient as a transposed
 //! convolution and the weight gradient as a second convolution over reshuffled copies, which
-//! made the Siamese CNN's training step about 11x slower than PyTorch's (now about 3x). Here the backward is
-//! the matrix product's (two more products, Candle's `gemm`, in [`super::dense`]) plus a
-//! `col2im` scatter-add; the first layer's input gradient is never computed because the
-//! images are not variables.
-//! The results are the same function as the channels-first path in `nets` (checked against
-//! PyTorch's gradients and against that path in the tests).
+//! made the Siamese CNN's training step about 11x slower than PyTorch's. Here a block works a
+//! few images at a time in buffers that stay in cache: forward copies their patches, multiplies
+//! (the `gemm` crate, one product per task) and pools; backward puts the pooled gradient back
+//! on each window's winner and computes the kernel gradient (gradientᵀ × patches, the patches
+//! copied again), the bias gradient and the input gradient (gradient × kernel, scattered back
+//! with `col2im`) in the same pass. Nothing the size of the batch's patches or pre-pool values
+//! is kept, and the first layer's input gradient is never computed because the images are not
+//! variables. The results are the same function as the channels-first path in `nets` (checked
+//! against candle's convolution here, and against PyTorch's gradients and that path in the
+//! tests).
 
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use std::sync::OnceLock;
+
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::dense::{dense, Activation};
 use super::nets::same_padding;
 
 /// The contiguous f32 values of a CPU tensor's storage.
@@ -96,179 +101,405 @@ impl Window {
     }
 }
 
-/// Channels-last input (n, h, w, c) → (n·ho·wo, k·k·c) patches of a 'same' convolution.
-struct Im2Col {
-    k: usize,
-    stride: usize,
-}
-
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "facesim-im2col"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let win = Window::new(layout.shape().dims4()?, self.k, self.stride);
-        let input = values(storage, layout, self.name())?;
-        let (image_in, image_out) = (win.h * win.w * win.c, win.ho * win.wo * win.row());
-        let mut out = zeros(win.n * image_out);
-        out.par_chunks_mut(image_out).zip(input.par_chunks(image_in)).for_each(|(out, image)| {
-            win.for_each_run(|pixel, col, from, len| {
-                let row = pixel * win.row() + col;
-                out[row..row + len].copy_from_slice(&image[from..from + len]);
-            });
+/// Copies the receptive field of every output pixel of `images` (whole channels-last images
+/// of `win`'s size) into one row of `cols` each. Padding positions are never written: `cols`
+/// must hold zeros there, and stays so when it is reused for other images of the same size.
+fn im2col(win: &Window, images: &[f32], cols: &mut [f32]) {
+    let (image_in, image_cols) = (win.h * win.w * win.c, win.ho * win.wo * win.row());
+    for (image, cols) in images.chunks_exact(image_in).zip(cols.chunks_exact_mut(image_cols)) {
+        win.for_each_run(|pixel, col, from, len| {
+            let row = pixel * win.row() + col;
+            cols[row..row + len].copy_from_slice(&image[from..from + len]);
         });
-        Ok((CpuStorage::F32(out), Shape::from((win.n * win.ho * win.wo, win.row()))))
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let win = Window::new(arg.dims4()?, self.k, self.stride);
-        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&Col2Im(win))?))
     }
 }
 
-/// The adjoint of [`Im2Col`]: every patch value added back to the input pixel it came from.
-struct Col2Im(Window);
-
-impl CustomOp1 for Col2Im {
-    fn name(&self) -> &'static str {
-        "facesim-col2im"
+/// The adjoint of [`im2col`]: every patch value added back to the input pixel it came from.
+fn col2im(win: &Window, cols: &[f32], images: &mut [f32]) {
+    let (image_in, image_cols) = (win.h * win.w * win.c, win.ho * win.wo * win.row());
+    for (image, cols) in images.chunks_exact_mut(image_in).zip(cols.chunks_exact(image_cols)) {
+        win.for_each_run(|pixel, col, to, len| {
+            let row = pixel * win.row() + col;
+            for (d, s) in image[to..to + len].iter_mut().zip(&cols[row..row + len]) {
+                *d += s;
+            }
+        });
     }
+}
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let win = self.0;
-        let cols = values(storage, layout, self.name())?;
-        let (image_in, image_out) = (win.h * win.w * win.c, win.ho * win.wo * win.row());
-        if cols.len() != win.n * image_out {
-            bail!("{}: {} values for {win:?}", self.name(), cols.len());
+/// Rows (output pixels) a matrix product of a convolution should at least have: fewer images
+/// at a time make products too small to run at full speed, more make the patch buffer outgrow
+/// the caches.
+const MIN_PRODUCT_ROWS: usize = 1024;
+
+/// How a convolution's images are shared out: contiguous ranges of `per_task` images, one
+/// task each, each worked through `per_product` images at a time, and the threads one product
+/// may use (more than one only when there are fewer images than threads, e.g. one face being
+/// embedded).
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    per_task: usize,
+    per_product: usize,
+    parallelism: gemm::Parallelism,
+}
+
+impl Plan {
+    fn new(images: usize, pixels: usize) -> Self {
+        let threads = rayon::current_num_threads().max(1);
+        // A few tasks per thread, so a core slowed by other work does not hold up the step.
+        let tasks = images.clamp(1, 4 * threads);
+        let per_task = images.div_ceil(tasks).max(1);
+        let per_product = MIN_PRODUCT_ROWS.div_ceil(pixels.max(1)).clamp(1, per_task);
+        let inner = threads / images.max(1);
+        let parallelism = if inner > 1 { gemm::Parallelism::Rayon(inner) } else { gemm::Parallelism::None };
+        Plan { per_task, per_product, parallelism }
+    }
+}
+
+/// `dst (m × n) = [dst +] lhs (m × k) · rhs (k × n)`, each operand given by its column and row
+/// strides; `accumulate` adds to what `dst` holds.
+#[allow(clippy::too_many_arguments)]
+fn product(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: &[f32],
+    (lhs_cs, lhs_rs): (usize, usize),
+    rhs: &[f32],
+    (rhs_cs, rhs_rs): (usize, usize),
+    parallelism: gemm::Parallelism,
+) {
+    // The bounds gemm will touch, checked here because it only takes pointers.
+    let last = |cs: usize, rs: usize, rows: usize, cols: usize| (rows - 1) * rs + (cols - 1) * cs;
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    assert!(dst.len() > last(1, n, m, n), "product: destination too short");
+    assert!(lhs.len() > last(lhs_cs, lhs_rs, m, k), "product: left operand too short");
+    assert!(rhs.len() > last(rhs_cs, rhs_rs, k, n), "product: right operand too short");
+    // SAFETY: every element gemm reads or writes lies inside the slices (checked above), and
+    // `dst` is borrowed mutably, so it overlaps neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// The shapes a block works with, read and checked from its operands.
+struct Shapes {
+    win: Window,
+    outputs: usize,
+    /// Values of one input image, of its patches, of its convolution's output and of its
+    /// pooled output.
+    image_in: usize,
+    image_cols: usize,
+    image_out: usize,
+    image_pooled: usize,
+    plan: Plan,
+}
+
+impl Shapes {
+    fn new(
+        op: &str,
+        input: (usize, usize, usize, usize),
+        kernel: (usize, usize),
+        k: usize,
+        stride: usize,
+    ) -> Result<Self> {
+        let win = Window::new(input, k, stride);
+        let (outputs, row) = kernel;
+        if row != win.row() {
+            bail!("{op}: kernel rows of {row} values for {k}x{k} windows over {} channels", win.c);
         }
-        let mut out = zeros(win.n * image_in);
-        out.par_chunks_mut(image_in).zip(cols.par_chunks(image_out)).for_each(|(image, cols)| {
-            win.for_each_run(|pixel, col, to, len| {
-                let row = pixel * win.row() + col;
-                for (d, s) in image[to..to + len].iter_mut().zip(&cols[row..row + len]) {
-                    *d += s;
-                }
-            });
-        });
-        Ok((CpuStorage::F32(out), Shape::from((win.n, win.h, win.w, win.c))))
+        if !win.ho.is_multiple_of(2) || !win.wo.is_multiple_of(2) {
+            bail!("{op}: 2x2 pooling needs an even height and width, the convolution gives {}x{}", win.ho, win.wo);
+        }
+        let pixels = win.ho * win.wo;
+        Ok(Shapes {
+            win,
+            outputs,
+            image_in: win.h * win.w * win.c,
+            image_cols: pixels * win.row(),
+            image_out: pixels * outputs,
+            image_pooled: pixels * outputs / 4,
+            plan: Plan::new(win.n, pixels),
+        })
     }
-}
 
-/// ReLU then 2x2 max-pool with stride 2 on channels-last (n, h, w, c), h and w even. The
-/// gradient goes, whole, to the first maximum of each window when it is positive (as
-/// PyTorch's `max_pool2d` after `relu`).
-struct ReluPool;
+    /// A 1x1 kernel with stride 1: the patches are the images themselves.
+    fn pointwise(&self) -> bool {
+        self.win.k == 1 && self.win.stride == 1
+    }
 
-impl ReluPool {
-    /// Visits every window: `f(output index, input indices of its four pixels)`.
-    fn windows(dims: (usize, usize, usize, usize), mut f: impl FnMut(usize, [usize; 4])) {
-        let (_, h, w, c) = dims;
-        let image = h * w * c;
-        let (ph, pw) = (h / 2, w / 2);
-        let mut out = 0;
-        for py in 0..ph {
-            for px in 0..pw {
-                let origin = ((2 * py) * w + 2 * px) * c;
-                for ch in 0..c {
-                    let a = origin + ch;
-                    f(out, [a, a + c, a + w * c, a + w * c + c]);
-                    out += 1;
+    /// A buffer for one product's patches (zeros at the padding, see [`im2col`]).
+    fn patch_buffer(&self) -> Vec<f32> {
+        if self.pointwise() {
+            Vec::new()
+        } else {
+            zeros(self.plan.per_product * self.image_cols)
+        }
+    }
+
+    /// The patches of `images`, copied into `buffer` unless they are the images themselves.
+    fn patches<'a>(&self, images: &'a [f32], buffer: &'a mut [f32]) -> &'a [f32] {
+        if self.pointwise() {
+            return images;
+        }
+        let cols = &mut buffer[..images.len() / self.image_in * self.image_cols];
+        im2col(&self.win, images, cols);
+        cols
+    }
+
+    /// For every pooled value of `images` images, in order: `f(index in the convolution's
+    /// output of the window's top-left pixel, its pooled index)`; the window's other pixels
+    /// are + outputs, + wo·outputs and + (wo + 1)·outputs.
+    fn for_each_window(&self, images: usize, mut f: impl FnMut(usize, usize)) {
+        let (o, wo) = (self.outputs, self.win.wo);
+        let mut pooled = 0;
+        for image in 0..images {
+            for py in 0..self.win.ho / 2 {
+                for px in 0..wo / 2 {
+                    let origin = image * self.image_out + (2 * py * wo + 2 * px) * o;
+                    for channel in 0..o {
+                        f(origin + channel, pooled);
+                        pooled += 1;
+                    }
                 }
             }
         }
-        debug_assert_eq!(out * 4, image);
     }
 
-    fn check(dims: (usize, usize, usize, usize)) -> Result<()> {
-        if !dims.1.is_multiple_of(2) || !dims.2.is_multiple_of(2) {
-            bail!("2x2 pooling needs an even height and width, got {dims:?}");
-        }
-        Ok(())
+    /// Offsets of a pooling window's four pixels from its top-left one, in [`Block::winners`]' order.
+    fn window_offsets(&self) -> [usize; 4] {
+        let (o, wo) = (self.outputs, self.win.wo);
+        [0, o, wo * o, wo * o + o]
     }
 }
 
-impl CustomOp1 for ReluPool {
-    fn name(&self) -> &'static str {
-        "facesim-relu-pool"
-    }
+/// Marks a pooled value whose window has no positive maximum: no gradient goes back through it.
+const NO_GRADIENT: u8 = u8::MAX;
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let dims = layout.shape().dims4()?;
-        ReluPool::check(dims)?;
-        let (n, h, w, c) = dims;
-        let input = values(storage, layout, self.name())?;
-        let (image_in, image_out) = (h * w * c, h * w * c / 4);
-        let mut out = zeros(n * image_out);
-        out.par_chunks_mut(image_out).zip(input.par_chunks(image_in)).for_each(|(out, x)| {
-            ReluPool::windows(dims, |o, [a, b, c, d]| out[o] = x[a].max(x[b]).max(x[c]).max(x[d]).max(0.0));
-        });
-        Ok((CpuStorage::F32(out), Shape::from((n, h / 2, w / 2, c))))
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(&grad_res.contiguous()?, &ReluPoolGrad)?))
-    }
+/// One block of the CNN on channels-last input (n, h, w, c) → (n, ho/2, wo/2, outputs): a
+/// 'same' convolution with bias (the kernel as (outputs, k·k·c) rows in im2col order), ReLU
+/// and a 2x2 max-pool with stride 2, as one operation. Each task copies a few images' patches
+/// into a buffer of its own that stays in cache, multiplies it with the kernel and pools the
+/// result; only the pooled values and, for backward, which pixel of each window won are kept.
+/// Backward copies the patches again rather than keep every patch and pre-pool value of the
+/// batch (for the CNN's first two layers at batch 100 that would be 2.2 GB), and computes all
+/// three gradients in the same pass over the images.
+struct Block {
+    k: usize,
+    stride: usize,
+    /// For every pooled value, which pixel of its window gave it (0-3 as in
+    /// [`Shapes::window_offsets`]: the first maximum, as PyTorch's `max_pool2d`), or
+    /// [`NO_GRADIENT`]. Written by forward for backward.
+    winners: OnceLock<Vec<u8>>,
 }
 
-/// (input of [`ReluPool`], gradient of its output) → gradient of its input.
-struct ReluPoolGrad;
-
-impl CustomOp2 for ReluPoolGrad {
+impl CustomOp3 for Block {
     fn name(&self) -> &'static str {
-        "facesim-relu-pool-grad"
+        "facesim-conv-relu-pool"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let dims = l1.shape().dims4()?;
-        ReluPool::check(dims)?;
-        let (n, h, w, c) = dims;
-        if l2.shape().dims4()? != (n, h / 2, w / 2, c) {
-            bail!("{}: gradient of shape {:?} for input {dims:?}", self.name(), l2.shape());
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let s = Shapes::new(self.name(), xl.shape().dims4()?, kl.shape().dims2()?, self.k, self.stride)?;
+        if bl.shape().dims1()? != s.outputs {
+            bail!("{}: bias {:?} for {} outputs", self.name(), bl.shape(), s.outputs);
         }
-        let (input, grad) = (values(s1, l1, self.name())?, values(s2, l2, self.name())?);
-        let (image_in, image_out) = (h * w * c, h * w * c / 4);
-        let mut out = zeros(n * image_in);
-        out.par_chunks_mut(image_in).zip(input.par_chunks(image_in)).zip(grad.par_chunks(image_out)).for_each(
-            |((out, x), g)| {
-                ReluPool::windows(dims, |o, window| {
-                    let mut best = window[0];
-                    for &i in &window[1..] {
-                        if x[i] > x[best] {
-                            best = i;
+        let (x, kernel, bias) =
+            (values(xs, xl, self.name())?, values(ks, kl, self.name())?, values(bs, bl, self.name())?);
+        let (win, plan, offsets) = (s.win, s.plan, s.window_offsets());
+        let mut out = zeros(win.n * s.image_pooled);
+        let mut winners = vec![NO_GRADIENT; win.n * s.image_pooled];
+        let task_pooled = plan.per_task * s.image_pooled;
+        out.par_chunks_mut(task_pooled)
+            .zip(winners.par_chunks_mut(task_pooled))
+            .zip(x.par_chunks(plan.per_task * s.image_in))
+            .for_each(|((out, winners), x)| {
+                let mut cols = s.patch_buffer();
+                let mut conv = zeros(plan.per_product * s.image_out);
+                let product_pooled = plan.per_product * s.image_pooled;
+                for ((out, winners), x) in out
+                    .chunks_mut(product_pooled)
+                    .zip(winners.chunks_mut(product_pooled))
+                    .zip(x.chunks(plan.per_product * s.image_in))
+                {
+                    let images = x.len() / s.image_in;
+                    let conv = &mut conv[..images * s.image_out];
+                    conv.chunks_exact_mut(s.outputs).for_each(|row| row.copy_from_slice(bias));
+                    let patches = s.patches(x, &mut cols);
+                    let dims = (images * win.ho * win.wo, s.outputs, win.row());
+                    product(dims, conv, true, patches, (1, win.row()), kernel, (win.row(), 1), plan.parallelism);
+                    s.for_each_window(images, |first, pooled| {
+                        let mut best = 0;
+                        for (i, offset) in offsets.iter().enumerate().skip(1) {
+                            if conv[first + offset] > conv[first + offsets[best]] {
+                                best = i;
+                            }
+                        }
+                        let value = conv[first + offsets[best]];
+                        out[pooled] = value.max(0.0);
+                        if value > 0.0 {
+                            winners[pooled] = best as u8;
+                        }
+                    });
+                }
+            });
+        if self.winners.set(winners).is_err() {
+            bail!("{}: one operation ran forward twice", self.name());
+        }
+        Ok((CpuStorage::F32(out), Shape::from((win.n, win.ho / 2, win.wo / 2, s.outputs))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        kernel: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (want_x, want_kernel, want_bias) = (x.track_op(), kernel.track_op(), bias.track_op());
+        if !(want_x || want_kernel || want_bias) {
+            return Ok((None, None, None));
+        }
+        let Some(winners) = self.winners.get() else { bail!("{}: backward before forward", self.name()) };
+        let grad = grad_res.contiguous()?;
+        let s = Shapes::new(self.name(), x.dims4()?, kernel.dims2()?, self.k, self.stride)?;
+        let (win, plan, offsets) = (s.win, s.plan, s.window_offsets());
+        if grad.dims4()? != (win.n, win.ho / 2, win.wo / 2, s.outputs) || winners.len() != win.n * s.image_pooled {
+            bail!("{}: output gradient {:?} for input {:?}", self.name(), grad.shape(), x.shape());
+        }
+        let (xs, xl) = x.storage_and_layout();
+        let (ks, kl) = kernel.storage_and_layout();
+        let (gs, gl) = grad.storage_and_layout();
+        let (Storage::Cpu(xs), Storage::Cpu(ks), Storage::Cpu(gs)) = (&*xs, &*ks, &*gs) else {
+            bail!("{}: CPU tensors expected", self.name());
+        };
+        let (x_values, kernel_values, g) =
+            (values(xs, xl, self.name())?, values(ks, kl, self.name())?, values(gs, gl, self.name())?);
+
+        let mut gx = if want_x { zeros(win.n * s.image_in) } else { Vec::new() };
+        let tasks = win.n.div_ceil(plan.per_task);
+        let gx_parts: Vec<Option<&mut [f32]>> = if want_x {
+            gx.chunks_mut(plan.per_task * s.image_in).map(Some).collect()
+        } else {
+            (0..tasks).map(|_| None).collect()
+        };
+        let kernel_len = s.outputs * win.row();
+        let sums = gx_parts
+            .into_par_iter()
+            .enumerate()
+            .map(|(task, mut gx)| {
+                let mut gk = if want_kernel { zeros(kernel_len) } else { Vec::new() };
+                let mut gb = vec![0f32; s.outputs];
+                let mut cols = s.patch_buffer();
+                let mut grad_cols = if s.pointwise() { Vec::new() } else { zeros(plan.per_product * s.image_cols) };
+                let mut gz = zeros(plan.per_product * s.image_out);
+                let task_images = task * plan.per_task..((task + 1) * plan.per_task).min(win.n);
+                for first in task_images.clone().step_by(plan.per_product) {
+                    let images = plan.per_product.min(task_images.end - first);
+                    let pixels = images * win.ho * win.wo;
+                    // The gradient before the pool, then before ReLU: the pooled gradient on
+                    // each window's winner, nothing elsewhere.
+                    let gz = &mut gz[..images * s.image_out];
+                    gz.fill(0.0);
+                    let pooled = first * s.image_pooled;
+                    s.for_each_window(images, |top_left, i| {
+                        let winner = winners[pooled + i];
+                        if winner != NO_GRADIENT {
+                            let value = g[pooled + i];
+                            gz[top_left + offsets[usize::from(winner)]] = value;
+                            gb[i % s.outputs] += value;
+                        }
+                    });
+                    if want_kernel {
+                        let x = &x_values[first * s.image_in..(first + images) * s.image_in];
+                        let patches = s.patches(x, &mut cols);
+                        let dims = (s.outputs, win.row(), pixels);
+                        product(dims, &mut gk, true, gz, (s.outputs, 1), patches, (1, win.row()), plan.parallelism);
+                    }
+                    if let Some(gx) = gx.as_deref_mut() {
+                        let offset = (first - task_images.start) * s.image_in;
+                        let gx = &mut gx[offset..offset + images * s.image_in];
+                        let dims = (pixels, win.row(), s.outputs);
+                        if s.pointwise() {
+                            product(
+                                dims,
+                                gx,
+                                false,
+                                gz,
+                                (1, s.outputs),
+                                kernel_values,
+                                (1, win.row()),
+                                plan.parallelism,
+                            );
+                        } else {
+                            let grad_cols = &mut grad_cols[..images * s.image_cols];
+                            let (lhs, rhs) = ((1, s.outputs), (1, win.row()));
+                            product(dims, grad_cols, false, gz, lhs, kernel_values, rhs, plan.parallelism);
+                            col2im(&win, grad_cols, gx);
                         }
                     }
-                    if x[best] > 0.0 {
-                        out[best] = g[o];
-                    }
-                });
-            },
-        );
-        Ok((CpuStorage::F32(out), Shape::from(dims)))
+                }
+                (gk, gb)
+            })
+            .reduce_with(|(mut gk, mut gb), (gk2, gb2)| {
+                gk.iter_mut().zip(&gk2).for_each(|(a, b)| *a += b);
+                gb.iter_mut().zip(&gb2).for_each(|(a, b)| *a += b);
+                (gk, gb)
+            });
+        let (gk, gb) = sums.unwrap_or_else(|| (zeros(kernel_len), zeros(s.outputs)));
+        let device = x.device();
+        let gx = if want_x { Some(Tensor::from_vec(gx, x.shape(), device)?) } else { None };
+        let gk = if want_kernel { Some(Tensor::from_vec(gk, (s.outputs, win.row()), device)?) } else { None };
+        let gb = if want_bias { Some(Tensor::from_vec(gb, s.outputs, device)?) } else { None };
+        Ok((gx, gk, gb))
     }
 }
 
 /// One block of the CNN on channels-last input (n, h, w, c): 'same' convolution with `weight`
 /// (outputs × c × k × k, the layout models are saved in) and `bias`, ReLU, 2x2 max-pool.
 pub fn conv_relu_pool(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: usize) -> Result<Tensor> {
-    let (n, h, w, c) = x.dims4()?;
+    let (_, _, _, c) = x.dims4()?;
     let (outputs, _, k, _) = weight.dims4()?;
-    let (ho, wo) = (h.div_ceil(stride), w.div_ceil(stride));
-    let patches = if k == 1 && stride == 1 {
-        x.reshape((n * h * w, c))?
-    } else {
-        x.contiguous()?.apply_op1(Im2Col { k, stride })?
-    };
     // (outputs, ky, kx, c): the order of an im2col row.
     let kernel = weight.permute((0, 2, 3, 1))?.reshape((outputs, k * k * c))?;
-    let y = dense(&patches, &kernel, bias, Activation::Identity)?;
-    y.reshape((n, ho, wo, outputs))?.apply_op1(ReluPool)
+    let block = Block { k, stride, winners: OnceLock::new() };
+    x.contiguous()?.apply_op3(&kernel.contiguous()?, &bias.contiguous()?, block)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
 
     fn sines(shape: &[usize], a: f64, b: f64) -> Var {
         let n: usize = shape.iter().product();
@@ -286,54 +517,119 @@ mod tests {
         }
     }
 
+    /// Candle's own 'same' convolution with bias on channels-last `x`, as the reference.
+    fn candle_conv(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: usize) -> Tensor {
+        let (_, h, w, _) = x.dims4().unwrap();
+        let k = weight.dim(2).unwrap();
+        let (top, bottom) = same_padding(h, k, stride);
+        let (left, right) = same_padding(w, k, stride);
+        x.permute((0, 3, 1, 2))
+            .unwrap()
+            .pad_with_zeros(2, top, bottom)
+            .unwrap()
+            .pad_with_zeros(3, left, right)
+            .unwrap()
+            .conv2d(weight, 0, stride, 1, 1)
+            .unwrap()
+            .broadcast_add(&bias.reshape((1, (), 1, 1)).unwrap())
+            .unwrap()
+            .permute((0, 2, 3, 1))
+            .unwrap()
+    }
+
+    /// The fused block on channels-last `x` with a weight in saved (outputs, c, k, k) layout.
+    fn fused_block(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: usize) -> Tensor {
+        conv_relu_pool(x, weight, bias, stride).unwrap()
+    }
+
     #[test]
-    fn im2col_and_col2im_are_adjoint_and_match_candles_convolution() {
+    fn im2col_and_col2im_are_adjoint() {
         // <im2col(x), g> = <x, col2im(g)> for every x, g: the gradient is the exact adjoint.
         for (h, w, k, stride) in [(7, 5, 3, 1), (16, 16, 9, 2), (6, 8, 5, 2), (4, 4, 1, 2)] {
-            let x = sines(&[2, h, w, 3], 0.31, 0.2).as_tensor().clone();
-            let cols = x.apply_op1_no_bwd(&Im2Col { k, stride }).unwrap();
-            let g = sines(cols.dims(), 0.17, 0.9).as_tensor().clone();
-            let back = g.apply_op1_no_bwd(&Col2Im(Window::new((2, h, w, 3), k, stride))).unwrap();
-            let lhs = (&cols * &g).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-            let rhs = (&x * &back).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "{h}x{w} k{k} s{stride}: {lhs} vs {rhs}");
-
-            // The patches times the weights are candle's own 'same' convolution.
-            let weight = sines(&[4, 3, k, k], 0.23, 0.5).as_tensor().clone();
-            let (top, bottom) = same_padding(h, k, stride);
-            let (left, right) = same_padding(w, k, stride);
-            let nchw = x.permute((0, 3, 1, 2)).unwrap();
-            let reference = nchw
-                .pad_with_zeros(2, top, bottom)
-                .unwrap()
-                .pad_with_zeros(3, left, right)
-                .unwrap()
-                .conv2d(&weight, 0, stride, 1, 1)
-                .unwrap()
-                .permute((0, 2, 3, 1))
-                .unwrap();
-            let kernel = weight.permute((0, 2, 3, 1)).unwrap().reshape((4, k * k * 3)).unwrap();
-            let ours = cols.matmul(&kernel.t().unwrap()).unwrap().reshape(reference.shape()).unwrap();
-            close(&ours, &reference, &format!("conv {h}x{w} k{k} s{stride}"));
+            let win = Window::new((2, h, w, 3), k, stride);
+            let x: Vec<f32> = (0..2 * h * w * 3).map(|i| (0.31 * i as f32 + 0.2).sin()).collect();
+            let mut cols = vec![0.0; 2 * win.ho * win.wo * win.row()];
+            im2col(&win, &x, &mut cols);
+            let g: Vec<f32> = (0..cols.len()).map(|i| (0.17 * i as f32 + 0.9).sin()).collect();
+            let mut back = vec![0.0; x.len()];
+            col2im(&win, &g, &mut back);
+            let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum::<f64>();
+            let (lhs, rhs) = (dot(&cols, &g), dot(&x, &back));
+            assert!((lhs - rhs).abs() < 1e-6 * lhs.abs().max(1.0), "{h}x{w} k{k} s{stride}: {lhs} vs {rhs}");
+            assert!(lhs.abs() > 1e-3, "{h}x{w} k{k} s{stride}: not a trivial product");
         }
     }
 
     #[test]
-    fn relu_pool_sends_the_gradient_to_the_first_positive_maximum() {
-        // One image, one channel, 2x4: windows [1 4; 2 3] and [-1 -2; -3 -4].
-        let x = Var::from_tensor(
-            &Tensor::new(&[1f32, 4.0, -1.0, -2.0, 2.0, 3.0, -3.0, -4.0], &Device::Cpu)
+    fn the_fused_block_matches_candles_convolution_relu_and_pool_forward_and_backward() {
+        // Nine images: several tasks, several images per product and a shorter last one; a
+        // single image (one task, the product over several threads); 1x1 kernels with and
+        // without a stride (the pointwise path reads the images as their own patches).
+        let cases =
+            [(9, 8, 6, 3, 1), (9, 16, 16, 9, 2), (9, 12, 8, 5, 2), (1, 6, 8, 5, 1), (3, 4, 4, 1, 2), (5, 4, 6, 1, 1)];
+        for (n, h, w, k, stride) in cases {
+            let x = sines(&[n, h, w, 3], 0.31, 0.2);
+            let weight = sines(&[4, 3, k, k], 0.23, 0.5);
+            let bias = sines(&[4], 1.1, 0.3);
+            let what = format!("{n} images {h}x{w} k{k} s{stride}");
+            let ours = fused_block(x.as_tensor(), weight.as_tensor(), bias.as_tensor(), stride);
+            let conv = candle_conv(x.as_tensor(), weight.as_tensor(), bias.as_tensor(), stride);
+            let reference = crate::training::nets::max_pool_2x2(&conv.permute((0, 3, 1, 2)).unwrap().relu().unwrap())
                 .unwrap()
-                .reshape((1, 2, 4, 1))
+                .permute((0, 2, 3, 1))
+                .unwrap();
+            close(&ours, &reference, &format!("output, {what}"));
+            // A loss that weights every output differently, so every gradient entry matters.
+            let probe = sines(reference.dims(), 0.77, 0.1);
+            let loss = |y: &Tensor| (y * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+            let (g_ours, g_reference) = (loss(&ours), loss(&reference));
+            for (name, v) in [("input", &x), ("weight", &weight), ("bias", &bias)] {
+                let (a, b) = (g_ours.get(v.as_tensor()).expect(name), g_reference.get(v.as_tensor()).expect(name));
+                close(a, b, &format!("{name} gradient, {what}"));
+            }
+        }
+    }
+
+    #[test]
+    fn plans_share_images_out_in_cache_sized_products() {
+        let threads = rayon::current_num_threads();
+        // The CNN's second layer at batch 100: 200 images of 32x32 outputs.
+        let plan = Plan::new(200, 32 * 32);
+        assert_eq!(plan.per_product, 1);
+        assert!(plan.per_task * (4 * threads).min(200) >= 200);
+        assert!(matches!(plan.parallelism, gemm::Parallelism::None));
+        // The fourth layer: 8x8 outputs, so 16 images a product when a task has that many.
+        let plan = Plan::new(200, 8 * 8);
+        assert_eq!(plan.per_product, 16.min(plan.per_task));
+        // One face: one task, the product over all threads.
+        let plan = Plan::new(1, 32 * 32);
+        assert_eq!((plan.per_task, plan.per_product), (1, 1));
+        assert_eq!(matches!(plan.parallelism, gemm::Parallelism::None), threads == 1);
+    }
+
+    #[test]
+    fn the_pool_sends_the_gradient_to_the_first_positive_maximum() {
+        // One image, one channel, 2x4, through a 1x1 kernel of weight 1 and no bias (the block
+        // is then ReLU and the pool): windows [1 4; 2 3], [-1 -2; -3 -4]; then [5 5; 1 5]
+        // with a tie, whose gradient goes to the first 5 only (as PyTorch's).
+        let x = Var::from_tensor(
+            &Tensor::new(&[1f32, 4.0, -1.0, -2.0, 5.0, 5.0, 2.0, 3.0, -3.0, -4.0, 1.0, 5.0], &Device::Cpu)
+                .unwrap()
+                .reshape((1, 2, 6, 1))
                 .unwrap(),
         )
         .unwrap();
-        let y = x.as_tensor().apply_op1(ReluPool).unwrap();
-        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![4.0, 0.0]);
+        let (weight, bias) = (
+            Tensor::ones((1, 1, 1, 1), DType::F32, &Device::Cpu).unwrap(),
+            Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap(),
+        );
+        let y = conv_relu_pool(x.as_tensor(), &weight, &bias, 1).unwrap();
+        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![4.0, 0.0, 5.0]);
         let g = y.sum_all().unwrap().backward().unwrap();
         let g: Vec<f32> = g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        assert_eq!(g, vec![0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
-        let odd = Tensor::zeros((1, 3, 4, 1), candle_core::DType::F32, &Device::Cpu).unwrap();
-        assert!(odd.apply_op1(ReluPool).is_err(), "an odd height is refused");
+        assert_eq!(g, vec![0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        let odd = Tensor::zeros((1, 3, 4, 1), DType::F32, &Device::Cpu).unwrap();
+        let error = conv_relu_pool(&odd, &weight, &bias, 1).unwrap_err().to_string();
+        assert!(error.contains("even height and width"), "an odd height is refused: {error}");
     }
 }

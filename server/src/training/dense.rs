@@ -11,7 +11,7 @@
 //! (checked against it in the tests); other devices use the composed form.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::conv::values;
@@ -75,7 +75,7 @@ impl CustomOp3 for Dense {
             for row in rows.chunks_exact_mut(outputs) {
                 match activation {
                     Activation::Identity => row.iter_mut().zip(bias).for_each(|(v, b)| *v += b),
-                    Activation::Tanh => row.iter_mut().zip(bias).for_each(|(v, b)| *v = (*v + b).tanh()),
+                    Activation::Tanh => row.iter_mut().zip(bias).for_each(|(v, b)| *v = tanh(*v + b)),
                 }
             }
         });
@@ -98,8 +98,95 @@ impl CustomOp3 for Dense {
         let (x_plain, w_plain) = (x.detach(), w.detach());
         let gx = if x.track_op() { Some(gz.matmul(&w_plain)?) } else { None };
         let gw = if w.track_op() { Some(gz.t()?.matmul(&x_plain)?) } else { None };
-        let gb = if b.track_op() { Some(gz.sum(0)?) } else { None };
+        let gb = if b.track_op() { Some(column_sums(&gz)?) } else { None };
         Ok((gx, gw, gb))
+    }
+}
+
+/// The sums of the columns of a matrix (rows × columns): a bias's gradient. On the CPU the
+/// rows are shared out over the threads (candle's own `sum(0)` runs on one thread, 5% of the
+/// CNN's step in its first layer's 819,200 rows).
+pub(super) fn column_sums(m: &Tensor) -> Result<Tensor> {
+    if m.device().is_cpu() && m.rank() == 2 {
+        m.contiguous()?.apply_op1_no_bwd(&ColumnSums)
+    } else {
+        m.sum(0)
+    }
+}
+
+struct ColumnSums;
+
+impl CustomOp1 for ColumnSums {
+    fn name(&self) -> &'static str {
+        "facesim-column-sums"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (rows, columns) = layout.shape().dims2()?;
+        let values = values(storage, layout, self.name())?;
+        let tasks = 4 * rayon::current_num_threads().max(1);
+        let per_task = rows.div_ceil(tasks).max(1) * columns;
+        let sums = match values.len() {
+            0 => None,
+            _ => values
+                .par_chunks(per_task)
+                .map(|part| {
+                    let mut sums = vec![0f32; columns];
+                    for row in part.chunks_exact(columns) {
+                        sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+                    }
+                    sums
+                })
+                .reduce_with(|mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                    a
+                }),
+        };
+        Ok((CpuStorage::F32(sums.unwrap_or_else(|| vec![0.0; columns])), Shape::from(columns)))
+    }
+}
+
+/// tanh written so that a loop over it compiles to vector instructions. The C library's `tanhf`
+/// is one call per value (with an `expm1f` inside), which took a tenth of a GAML step at 128
+/// inputs. Here: the odd Taylor series through x¹⁵ for |x| < ½ (truncation error below 10⁻⁸ of
+/// the value), 1 − 2/(e^{2|x|} + 1) above, with e^y by splitting y = k ln 2 + r, |r| ≤ ½ ln 2,
+/// and a degree-7 Taylor polynomial for e^r; within 3 units in the last place of `f32::tanh`
+/// (tested), odd, ±1 where `f32::tanh` is, NaN stays NaN.
+#[inline(always)]
+pub(super) fn tanh(x: f32) -> f32 {
+    // Taylor coefficients of tanh: 1, −1/3, 2/15, −17/315, 62/2835, −1382/155925, …
+    const C3: f32 = -1.0 / 3.0;
+    const C5: f32 = 2.0 / 15.0;
+    const C7: f32 = -17.0 / 315.0;
+    const C9: f32 = 62.0 / 2835.0;
+    const C11: f32 = -1382.0 / 155_925.0;
+    const C13: f32 = 21_844.0 / 6_081_075.0;
+    const C15: f32 = -929_569.0 / 638_512_875.0;
+    // ln 2 in two parts: the first has few enough bits that k · LN2_HI is exact for k ≤ 29.
+    const LN2_HI: f32 = f32::from_bits(0x3F31_7200); // 0.693145751953125 exactly
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let a = x.abs().min(10.0);
+    let a2 = a * a;
+    let series = a * (1.0 + a2 * (C3 + a2 * (C5 + a2 * (C7 + a2 * (C9 + a2 * (C11 + a2 * (C13 + a2 * C15)))))));
+    let y = 2.0 * a;
+    // k = round(y / ln 2) by the float adder's own rounding: adding 1.5 · 2²³ leaves no bits
+    // below the units (no rounding instruction or library call, which would stop vectorisation);
+    // the integer k is then the low bits of the sum.
+    const ROUNDER: f32 = 12_582_912.0;
+    let shifted = y * std::f32::consts::LOG2_E + ROUNDER;
+    let k = shifted - ROUNDER;
+    let r = (y - k * LN2_HI) - k * LN2_LO;
+    let e_r = 1.0
+        + r * (1.0
+            + r * (1.0 / 2.0
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let two_to_k = f32::from_bits((shifted.to_bits() - ROUNDER.to_bits() + 127) << 23);
+    let e_y = e_r * two_to_k;
+    let magnitude = if a < 0.5 { series } else { 1.0 - 2.0 / (e_y + 1.0) };
+    if x.is_nan() {
+        x
+    } else {
+        magnitude.copysign(x)
     }
 }
 
@@ -164,6 +251,46 @@ mod tests {
             for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
                 let (a, c) = (g1.get(v.as_tensor()).expect(name), g2.get(v.as_tensor()).expect(name));
                 close(a, c, 1e-4, &format!("{activation:?} gradient of {name}"));
+            }
+        }
+    }
+
+    #[test]
+    fn the_vectorised_tanh_is_within_three_units_in_the_last_place_of_the_c_librarys() {
+        let units = |ours: f32, exact: f32| (ours.to_bits() as i64 - exact.to_bits() as i64).abs();
+        let mut worst = (0, 0f32);
+        // Every 97th f32 from 1e-30 to beyond saturation, both signs, plus the branch's edges.
+        let edges = [0.5f32, 0.499_999_97, 0.500_000_06, 9.0, 9.1, 10.0, 10.5, 1e-30, 1.0];
+        let grid = (0x0DA2_4260u32..0x4130_0000).step_by(97).map(f32::from_bits);
+        for x in grid.chain(edges).flat_map(|x| [x, -x]) {
+            let (ours, exact) = (tanh(x), x.tanh());
+            assert_eq!(ours.is_sign_negative(), exact.is_sign_negative(), "sign at {x}");
+            let u = units(ours, exact);
+            if u > worst.0 {
+                worst = (u, x);
+            }
+        }
+        assert!(worst.0 <= 3, "{} units in the last place at {}", worst.0, worst.1);
+        for (x, expected) in
+            [(0.0f32, 0.0f32), (9.5, 1.0), (-1e6, -1.0), (f32::INFINITY, 1.0), (f32::NEG_INFINITY, -1.0)]
+        {
+            assert_eq!(tanh(x), expected, "tanh({x})");
+        }
+        assert!(tanh(-0.0).is_sign_negative(), "tanh(−0) = −0");
+        assert!(tanh(f32::NAN).is_nan(), "NaN stays NaN");
+    }
+
+    #[test]
+    fn column_sums_are_candles_sum_over_rows() {
+        for (rows, columns) in [(1, 3), (7, 1), (1000, 33), (0, 4)] {
+            let m = var((rows, columns), 0.4);
+            let ours = column_sums(m.as_tensor()).unwrap();
+            let reference = m.as_tensor().sum(0).unwrap();
+            assert_eq!(ours.dims(), &[columns]);
+            if rows > 0 {
+                close(&ours, &reference, 1e-3, &format!("{rows}x{columns}"));
+            } else {
+                assert!(ours.to_vec1::<f32>().unwrap().iter().all(|v| *v == 0.0), "no rows: zeros");
             }
         }
     }
