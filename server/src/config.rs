@@ -86,6 +86,12 @@ pub struct Config {
     #[arg(long, env = "FACESIM_RANK_EF", default_value_t = 128)]
     pub rank_ef: usize,
 
+    /// Threads that answer ranking queries, each pinned to one allowed core; 0 means one per
+    /// allowed core. Fewer leaves cores to training and imports on a shared machine.
+    #[arg(long, env = "FACESIM_RANK_THREADS", default_value_t = 0,
+          value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub rank_threads: u16,
+
     /// Neighbours per node of the HNSW graph (M): higher gives better recall at a given
     /// `--rank-ef`, a slower build and a bigger graph.
     #[arg(long, env = "FACESIM_RANK_HNSW_M", default_value_t = crate::ranking::approx::DEFAULT_CONNECTIONS)]

@@ -143,7 +143,7 @@ pub async fn serve(
         datasets.clone(),
         indexes,
         config.rank_ef,
-        ranking::SearchThreads::new(0)?,
+        ranking::SearchThreads::new(usize::from(config.rank_threads))?,
     );
 
     let addr = listener.local_addr()?;

@@ -1,5 +1,5 @@
 //! `facesim train ...` (start, watch, list and cancel training jobs; evaluate models) and
-//! `facesim models ...` (the registry: list, show with ROC and loss plots, activate).
+//! `facesim models ...` (the registry: list, show with ROC and loss plots, activate, delete).
 
 use std::path::{Path, PathBuf};
 
@@ -155,6 +155,9 @@ pub enum ModelsCommand {
     },
     /// Make a model the one ranking uses.
     Activate { model_id: String },
+    /// Delete a trained model: its record, weights, embeddings and search graphs (its
+    /// evaluations stay listed). Not the descriptor, not the active model.
+    Delete { model_id: String },
 }
 
 fn split(text: &str) -> anyhow::Result<Vec<u32>> {
@@ -406,6 +409,13 @@ pub async fn models(client: &Client, command: ModelsCommand) -> anyhow::Result<(
             let request = pb::ActivateModelRequest { model_id };
             let m = client.models().activate_model(request).await.map_err(ClientError::from)?.into_inner();
             println!("{} is now the active model", m.id);
+            Ok(())
+        }
+        ModelsCommand::Delete { model_id } => {
+            let request = pb::DeleteModelRequest { model_id };
+            let deleted = client.models().delete_model(request).await.map_err(ClientError::from)?.into_inner();
+            let id = deleted.model.map(|m| m.id).unwrap_or_default();
+            println!("deleted {id} (and {} stored embeddings of it)", deleted.embeddings_removed);
             Ok(())
         }
     }

@@ -132,6 +132,10 @@ pub fn from_registry(error: RegistryError) -> Status {
     let message = error.to_string();
     match error {
         RegistryError::NotFound(_) => Status::not_found(message),
+        RegistryError::BuiltIn(_)
+        | RegistryError::Active(_)
+        | RegistryError::InUse { .. }
+        | RegistryError::Serving(_) => Status::failed_precondition(message),
         RegistryError::Load { .. } => {
             tracing::error!(%message, "model load failure");
             Status::failed_precondition(message)

@@ -330,4 +330,26 @@ impl ModelService for ModelApi {
         self.state.ranking.indexes().follow_active();
         Ok(Response::new(model(&activated)))
     }
+
+    #[instrument(skip_all, fields(model_id = %request.get_ref().model_id))]
+    async fn delete_model(
+        &self,
+        request: Request<pb::DeleteModelRequest>,
+    ) -> Result<Response<pb::DeleteModelResponse>, Status> {
+        let id = model_id(&request.get_ref().model_id)?.to_string();
+        let state = self.state.clone();
+        let deleted = blocking(move || {
+            let serving = state.ranking.indexes().serving_model();
+            let deleted = state.registry.delete(&id, &state.jobs, serving.as_deref())?;
+            state.ranking.indexes().forget(&id);
+            state.training.remove_weights(&deleted.record);
+            Ok(deleted)
+        })
+        .await?;
+        let entry = Entry { id: deleted.record.id.clone(), record: Some(deleted.record), active: false };
+        Ok(Response::new(pb::DeleteModelResponse {
+            model: Some(model(&entry)),
+            embeddings_removed: deleted.embeddings_removed as u64,
+        }))
+    }
 }

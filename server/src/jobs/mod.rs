@@ -159,6 +159,12 @@ impl Jobs {
         Ok(JobHandle { jobs: self.clone(), id: record.id, cancel })
     }
 
+    /// The id of a running job that works with `model_id` (an evaluation, say), if any.
+    pub fn running_with_model(&self, model_id: &str) -> Option<u64> {
+        let live = self.live.lock().expect("not poisoned");
+        live.iter().filter(|(_, l)| l.sender.borrow().model_id == model_id).map(|(id, _)| *id).min()
+    }
+
     pub fn get(&self, id: u64) -> Result<JobRecord, JobError> {
         if let Some(live) = self.live.lock().expect("not poisoned").get(&id) {
             return Ok(live.sender.borrow().clone());

@@ -231,6 +231,23 @@ impl Indexes {
         found
     }
 
+    /// Forgets a deleted model: its cached index and weights, and its saved HNSW graphs.
+    pub fn forget(&self, model_id: &str) {
+        self.inner.pinned.lock().expect("not poisoned").retain(|(id, _)| id != model_id);
+        self.inner.loaded.lock().expect("not poisoned").remove(model_id);
+        self.inner.work.lock().expect("not poisoned").stale_pinned.retain(|id| id != model_id);
+        if let Some(dir) = &self.inner.options.graph_dir {
+            let dir = dir.join(file_safe(model_id));
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => tracing::info!(path = %dir.display(), "HNSW graphs of a deleted model removed"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %dir.display(), error = %e, "cannot remove a deleted model's HNSW graphs")
+                }
+            }
+        }
+    }
+
     /// A registered model loaded for inference, without its gallery (for Embed and Compare).
     pub fn model(&self, model_id: &str) -> Result<Arc<LoadedModel>, RankingError> {
         if let Some(s) = self.serving().filter(|s| s.model.id() == model_id) {

@@ -40,6 +40,11 @@ impl SearchThreads {
         Ok(SearchThreads { pool: Arc::new(pool) })
     }
 
+    /// How many threads answer queries.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
     /// Runs `work` on one of the threads and waits for its answer without blocking the async
     /// runtime. `None` if the work panicked.
     pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
@@ -95,5 +100,22 @@ mod tests {
         let panicked: Option<u32> = threads.run(|| panic!("a bad query")).await;
         assert_eq!(panicked, None);
         assert_eq!(threads.run(|| 7).await, Some(7), "the pool still answers");
+    }
+
+    #[tokio::test]
+    async fn the_pool_has_as_many_threads_as_asked_or_one_per_allowed_core() {
+        assert_eq!(SearchThreads::new(0).expect("pool").threads(), allowed_cores().len().max(1));
+        let three = SearchThreads::new(3).expect("pool");
+        assert_eq!(three.threads(), 3);
+        // More threads than cores share the cores out in turn; all of them answer.
+        let names = futures::future::join_all((0..12).map(|_| {
+            three.run(|| {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                std::thread::current().name().map(str::to_string)
+            })
+        }))
+        .await;
+        let distinct: std::collections::BTreeSet<_> = names.into_iter().map(|n| n.expect("answered")).collect();
+        assert_eq!(distinct.len(), 3, "every thread took work: {distinct:?}");
     }
 }

@@ -45,6 +45,19 @@ impl Store {
         Ok(removed)
     }
 
+    /// Removes every embedding stored under `model_id`; returns how many there were.
+    pub fn remove_embeddings_of_model(&self, model_id: &str) -> Result<usize, StoreError> {
+        let mut prefix = model_id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut removed = 0;
+        for item in self.embeddings.tree.scan_prefix(&prefix).keys() {
+            self.embeddings.tree.remove(item?)?;
+            removed += 1;
+        }
+        self.flush_blocking()?;
+        Ok(removed)
+    }
+
     /// Ids of every stored image that has no embedding under `model_id`, in id order.
     pub fn images_without_embedding(&self, model_id: &str) -> Result<Vec<u64>, StoreError> {
         let mut missing = Vec::new();

@@ -27,6 +27,13 @@ impl Store {
         self.flush_blocking()
     }
 
+    /// Removes a model's record, flushed; its evaluations stay. `None` when there was none.
+    pub fn delete_model(&self, id: &str) -> Result<Option<ModelRecord>, StoreError> {
+        let Some(bytes) = self.models.tree.remove(id.as_bytes())? else { return Ok(None) };
+        self.flush_blocking()?;
+        Ok(Some(super::decode::<ModelRecord>("models", &bytes)?))
+    }
+
     /// The id of the model ranking uses, when one was activated.
     pub fn active_model(&self) -> Result<Option<String>, StoreError> {
         Ok(self.meta.get_raw(ACTIVE_MODEL_KEY)?.map(|v| String::from_utf8_lossy(&v).into_owned()))

@@ -271,6 +271,23 @@ impl Training {
         Ok(self.store.evaluations_page(model_id, start, limit)?)
     }
 
+    /// Removes a deleted model's weights: its directory under the models directory (only
+    /// there; a record pointing elsewhere has just its weights file removed). Failures are
+    /// logged: the model is gone from the registry either way.
+    pub fn remove_weights(&self, record: &ModelRecord) {
+        let weights = PathBuf::from(&record.weights_path);
+        let dir = weights.parent().filter(|d| d.starts_with(&self.models_dir) && *d != self.models_dir);
+        let removed = match dir {
+            Some(dir) => std::fs::remove_dir_all(dir).map(|()| dir.to_path_buf()),
+            None => std::fs::remove_file(&weights).map(|()| weights.clone()),
+        };
+        match removed {
+            Ok(path) => tracing::info!(model = %record.id, path = %path.display(), "weights removed"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(model = %record.id, error = %e, "cannot remove a deleted model's weights"),
+        }
+    }
+
     /// Loads a trained model's network onto the CPU.
     pub fn load_model(&self, record: &ModelRecord) -> Result<Siamese, TrainingError> {
         job::load(record, &Device::Cpu)

@@ -199,6 +199,61 @@ async fn crowd_labels_train_a_gaml_model_that_is_registered_and_activated() {
     assert_eq!(evaluations.len(), 2);
     assert_eq!(evaluations[1].test_pairs, 60);
     check_scores(evaluations[1].scores.as_ref().unwrap());
+
+    // Deleting: never the descriptor, never the active model, never by an annotator.
+    let delete = |id: &str| pb::DeleteModelRequest { model_id: id.into() };
+    for (id, needle) in [(model_id.as_str(), "active model"), ("descriptor/v1", "built-in")] {
+        let refused = researcher.models().delete_model(delete(id)).await.unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{id}: {}", refused.message());
+        assert!(refused.message().contains(needle), "{:?} lacks {needle:?}", refused.message());
+    }
+    let token = server.user("ann", pb::Role::Annotator).await;
+    let annotator = server.client(Some(&token)).await;
+    let denied = annotator.models().delete_model(delete(&model_id)).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let missing = researcher.models().delete_model(delete("gaml/999")).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    let empty = researcher.models().delete_model(delete("")).await.unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+
+    // Once another model is active it goes, weights and all; its evaluations stay listed.
+    let request = pb::ActivateModelRequest { model_id: "descriptor/v1".into() };
+    researcher.models().activate_model(request).await.unwrap();
+    // Until the descriptor's index is ready, ranking still answers with the model: not yet.
+    let started = std::time::Instant::now();
+    let deleted = loop {
+        match researcher.models().delete_model(delete(&model_id)).await {
+            Ok(deleted) => break deleted.into_inner(),
+            Err(status) if status.code() == Code::FailedPrecondition && status.message().contains("still answers") => {
+                assert!(started.elapsed() < Duration::from_secs(120), "the descriptor's index never came");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("delete: {status:?}"),
+        }
+    };
+    assert_eq!(deleted.model.unwrap().id, model_id);
+    assert!(!server.data_dir().join("models/gaml-1").exists(), "weights directory removed");
+    let gone = researcher.models().get_model(pb::GetModelRequest { model_id: model_id.clone() }).await;
+    assert_eq!(gone.unwrap_err().code(), Code::NotFound);
+    let pinned = pb::RankRequest {
+        query: Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(1)) }),
+        k: 3,
+        model_id: model_id.clone(),
+        ..Default::default()
+    };
+    let ranked = researcher.ranking().rank(pinned).await.unwrap_err();
+    assert_eq!(ranked.code(), Code::NotFound, "ranking with a deleted model: {}", ranked.message());
+    let again = researcher.models().delete_model(delete(&model_id)).await.unwrap_err();
+    assert_eq!(again.code(), Code::NotFound);
+    let request = pb::ListEvaluationsRequest { model_id: model_id.clone(), ..Default::default() };
+    let evaluations = researcher.training().list_evaluations(request).await.unwrap().into_inner().evaluations;
+    assert_eq!(evaluations.len(), 2, "evaluations are the record of what was measured");
+
+    // The deletion is durable.
+    let server = server.restart().await;
+    let researcher = server.admin().await;
+    let listed = researcher.models().list_models(pb::ListModelsRequest::default()).await.unwrap().into_inner().models;
+    assert_eq!(listed.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), vec!["descriptor/v1"]);
     server.stop().await;
 }
 
