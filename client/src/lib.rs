@@ -3,7 +3,7 @@
 
 pub mod crowd;
 mod import;
-pub mod metrics;
+pub mod pair_list;
 pub mod plot;
 pub mod rounds;
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const ADMIN: &str = "cli-test-admin-token-0123456789";
+use facesim_tests::{TestServer, ADMIN_TOKEN as ADMIN};
 
 fn facesim(server: &str, token: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_facesim"))
@@ -21,44 +21,24 @@ fn facesim(server: &str, token: &str, args: &[&str]) -> (bool, String, String) {
 }
 
 /// Runs `story` (blocking CLI calls, given the server address) against a real server on a
-/// loopback port whose data dir is `data_dir`, then stops the server cleanly.
-async fn with_server(data_dir: &std::path::Path, story: impl FnOnce(String) + Send + 'static) {
-    with_tuned_server(data_dir, |_| {}, story).await
+/// loopback port (the shared harness's, with a temp data dir), then stops the server cleanly.
+async fn with_server(story: impl FnOnce(String) + Send + 'static) {
+    with_tuned_server(|_| {}, story).await
 }
 
-async fn with_tuned_server(
-    data_dir: &std::path::Path,
-    tune: fn(&mut facesim_server::Config),
-    story: impl FnOnce(String) + Send + 'static,
-) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = format!("http://{}", listener.local_addr().unwrap());
-    let mut config = facesim_server::Config::with_data_dir(data_dir);
-    config.admin_token = Some(ADMIN.into());
-    tune(&mut config);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(facesim_server::serve(
-        config,
-        listener,
-        async move {
-            stopped.await.ok();
-        },
-        |_| {},
-    ));
-    let result = tokio::task::spawn_blocking(move || story(server)).await;
-    stop.send(()).ok();
-    task.await.unwrap().unwrap();
+async fn with_tuned_server(tune: fn(&mut facesim_server::Config), story: impl FnOnce(String) + Send + 'static) {
+    let server = TestServer::start_with(tune).await;
+    let url = server.url.clone();
+    let result = tokio::task::spawn_blocking(move || story(url)).await;
+    server.stop().await;
     result.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickstart_imports_the_demo_and_pages_through_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().to_path_buf();
-
     let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../datasets/lfw-demo");
     let demo = demo.to_str().unwrap().to_string();
-    with_server(&data_dir, move |server| {
+    with_server(move |server| {
         let (ok, token, err) = facesim(&server, ADMIN, &["admin", "create-user", "rita", "--role", "researcher"]);
         assert!(ok, "{err}");
         let token = token.trim().to_string();
@@ -103,7 +83,6 @@ async fn quickstart_imports_the_demo_and_pages_through_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_waits_for_embeddings_then_faces_compare_and_pairs_are_proposed() {
     let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
 
     // Two people of the demo, copied into a folder of their own.
     let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../datasets/lfw-demo");
@@ -117,7 +96,7 @@ async fn import_waits_for_embeddings_then_faces_compare_and_pairs_are_proposed()
     }
     let small = small.to_str().unwrap().to_string();
     let colin = demo.join("Colin_Powell/Colin_Powell_0004.jpg").to_str().unwrap().to_string();
-    with_server(&data_dir, move |server| {
+    with_server(move |server| {
         let (ok, out, err) = facesim(&server, ADMIN, &["dataset", "import", &small, "--wait"]);
         assert!(ok, "{err}");
         assert!(out.contains("6 imported"), "{out}");
@@ -216,7 +195,6 @@ async fn import_waits_for_embeddings_then_faces_compare_and_pairs_are_proposed()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn annotator_labels_in_the_terminal_and_a_simulated_crowd_finishes_the_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
     let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../datasets/lfw-demo");
     let small = dir.path().join("three-people");
     for person in ["Colin_Powell", "Serena_Williams", "Tony_Blair"] {
@@ -228,7 +206,7 @@ async fn annotator_labels_in_the_terminal_and_a_simulated_crowd_finishes_the_bat
     }
     let small = small.to_str().unwrap().to_string();
     let exports = dir.path().to_path_buf();
-    with_server(&data_dir, move |server| {
+    with_server(move |server| {
         let (ok, _, err) = facesim(&server, ADMIN, &["dataset", "import", &small, "--wait"]);
         assert!(ok, "{err}");
         let (ok, _, err) = facesim(&server, ADMIN, &["pairs", "propose", "--budget", "3"]);
@@ -326,7 +304,6 @@ async fn annotator_labels_in_the_terminal_and_a_simulated_crowd_finishes_the_bat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_researcher_trains_shows_evaluates_and_activates_a_model() {
     let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
     // Four demo people with their first four images, and an LFW-format list of their pairs.
     let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../datasets/lfw-demo");
     let faces = dir.path().join("faces");
@@ -352,7 +329,7 @@ async fn a_researcher_trains_shows_evaluates_and_activates_a_model() {
     let plots = dir.path().join("plots");
     let (faces, pairs, plots) =
         (faces.to_str().unwrap().to_string(), pairs.to_str().unwrap().to_string(), plots.to_path_buf());
-    with_server(&data_dir, move |server| {
+    with_server(move |server| {
         let (ok, _, err) = facesim(&server, ADMIN, &["dataset", "import", &faces, "--dataset", "four", "--wait"]);
         assert!(ok, "{err}");
         let train = ["train", "start", "--arch", "gaml", "--pairs", &pairs, "--dataset", "four"];
@@ -410,7 +387,7 @@ async fn a_researcher_trains_shows_evaluates_and_activates_a_model() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reduced_demo_runs_the_closed_loop_and_reports_consistent_figures() {
     let dir = tempfile::tempdir().unwrap();
-    let (data_dir, faces, out) = (dir.path().join("data"), dir.path().join("faces"), dir.path().join("out"));
+    let (faces, out) = (dir.path().join("faces"), dir.path().join("out"));
     // The first 30 people of the bundled demo faces.
     let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../datasets/lfw-demo");
     let mut people: Vec<PathBuf> =
@@ -428,7 +405,6 @@ async fn a_reduced_demo_runs_the_closed_loop_and_reports_consistent_figures() {
 
     // The annotators still wait the server's minimum answer time, set to 0 here for speed.
     with_tuned_server(
-        &data_dir,
         |c| c.min_answer_millis = 0,
         move |server| {
             let args = [
@@ -584,9 +560,8 @@ async fn a_short_soak_runs_every_kind_of_load_without_errors() {
             std::fs::copy(&file, target.join(file.file_name().unwrap())).unwrap();
         }
     }
-    let data_dir = dir.path().join("data");
     let faces = faces.to_str().unwrap().to_string();
-    with_server(&data_dir, move |server| {
+    with_server(move |server| {
         let (ok, _, err) = facesim(&server, ADMIN, &["dataset", "import", &faces, "--dataset", "soaktest", "--wait"]);
         assert!(ok, "{err}");
         let pid = std::process::id().to_string();

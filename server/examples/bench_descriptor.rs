@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use candle_core::Device;
-use facesim_server::descriptor::Descriptor;
+use facesim_server::models::descriptor::Descriptor;
 use image::RgbImage;
 
 fn peak_rss_mib() -> f64 {

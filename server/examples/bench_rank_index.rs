@@ -14,9 +14,9 @@
 
 use std::time::Instant;
 
-use facesim_server::models::Metric;
 use facesim_server::ranking::approx::{recall, Approx, GraphOptions, GraphPrecision, DEFAULT_CONNECTIONS};
 use facesim_server::ranking::gallery::GalleryBuilder;
+use facesim_server::vectors::Metric;
 
 const DIM: usize = 128;
 

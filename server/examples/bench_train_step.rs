@@ -11,8 +11,9 @@ use std::time::Instant;
 facesim_server::use_jemalloc!();
 
 use candle_core::{Device, Tensor};
+use facesim_server::models::siamese::{Architecture, LossKind, Siamese};
 use facesim_server::training::optim::Optimizer;
-use facesim_server::training::{Architecture, Hyperparameters, LossKind, Siamese};
+use facesim_server::training::Hyperparameters;
 
 fn inputs(shape: &[usize], phase: f64) -> Tensor {
     let n: usize = shape.iter().product();
@@ -43,10 +44,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (a, b) = (inputs(&shape, 0.0), inputs(&shape, 1.0));
     let y = Tensor::from_vec((0..batch).map(|i| (i % 2) as f32).collect::<Vec<_>>(), batch, &device)?;
     // One warm-up step, then the timed ones.
-    optimizer.backward_step(&net.loss(&a, &b, &y, &h)?)?;
+    optimizer.backward_step(&net.loss(&a, &b, &y, &h.loss)?)?;
     let started = Instant::now();
     for _ in 0..steps {
-        optimizer.backward_step(&net.loss(&a, &b, &y, &h)?)?;
+        optimizer.backward_step(&net.loss(&a, &b, &y, &h.loss)?)?;
     }
     let step = started.elapsed().as_secs_f64() / steps as f64;
     let label = if model == "gaml" { format!("gaml d={dim}") } else { "cnn".to_string() };

@@ -9,7 +9,7 @@ use std::io::Write;
 
 use candle_core::Device;
 use facesim_server::dataset::face_crop;
-use facesim_server::descriptor::Descriptor;
+use facesim_server::models::descriptor::Descriptor;
 
 const CROP: u32 = 160;
 const BATCH: usize = 32;

@@ -160,43 +160,48 @@ impl Config {
         }
     }
 
-    /// The certificate and key of `--tls-cert`/`--tls-key`, read and checked, when both are set.
-    pub fn tls_identity(&self) -> Result<Option<tonic::transport::Identity>, crate::ServerError> {
+    /// The certificate and key of `--tls-cert`/`--tls-key`, read and checked to be PEM, when both
+    /// are set. (`api` parses them into a TLS identity before the store opens.)
+    pub fn tls_pem(&self) -> Result<Option<TlsPem>, ConfigError> {
         let (cert_path, key_path) = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => (cert, key),
             (None, None) => return Ok(None),
-            _ => return Err(crate::ServerError::Tls("give both --tls-cert and --tls-key, or neither".into())),
+            _ => return Err(ConfigError::Tls("give both --tls-cert and --tls-key, or neither".into())),
         };
         let read = |path: &PathBuf, what: &str, marker: &str| {
             let pem = std::fs::read(path)
-                .map_err(|e| crate::ServerError::Tls(format!("cannot read the {what} {}: {e}", path.display())))?;
+                .map_err(|e| ConfigError::Tls(format!("cannot read the {what} {}: {e}", path.display())))?;
             if !String::from_utf8_lossy(&pem).contains(marker) {
-                return Err(crate::ServerError::Tls(format!(
-                    "{} is not a PEM {what} (no `{marker}` block)",
-                    path.display()
-                )));
+                return Err(ConfigError::Tls(format!("{} is not a PEM {what} (no `{marker}` block)", path.display())));
             }
             Ok(pem)
         };
-        let cert = read(cert_path, "certificate", "-----BEGIN CERTIFICATE-----")?;
-        let key = read(key_path, "private key", "PRIVATE KEY-----")?;
-        let identity = tonic::transport::Identity::from_pem(cert, key);
-        // Building the TLS acceptor parses both, so a damaged PEM stops the start here.
-        tonic::transport::Server::builder()
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity.clone()))
-            .map_err(|e| {
-                let cause = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
-                crate::ServerError::Tls(format!(
-                    "{} and {} do not make a TLS identity: {cause}",
-                    cert_path.display(),
-                    key_path.display()
-                ))
-            })?;
-        Ok(Some(identity))
+        Ok(Some(TlsPem {
+            cert: read(cert_path, "certificate", "-----BEGIN CERTIFICATE-----")?,
+            key: read(key_path, "private key", "PRIVATE KEY-----")?,
+            cert_path: cert_path.clone(),
+            key_path: key_path.clone(),
+        }))
     }
 
     /// The message limit actually applied: never below what one image upload needs.
     pub fn message_limit(&self) -> usize {
         self.max_message_bytes.max(self.max_image_bytes + 64 * 1024)
     }
+}
+
+/// A certificate chain and its private key as read from `--tls-cert` and `--tls-key`.
+#[derive(Debug, Clone)]
+pub struct TlsPem {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
 }

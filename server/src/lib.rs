@@ -7,7 +7,6 @@ pub mod auth;
 pub mod config;
 pub mod cpu;
 pub mod dataset;
-pub mod descriptor;
 pub mod jobs;
 pub mod labeling;
 pub mod models;
@@ -16,6 +15,8 @@ pub mod ranking;
 pub mod state;
 pub mod store;
 pub mod training;
+pub mod vectors;
+pub mod workflows;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,9 +32,9 @@ pub enum ServerError {
     #[error("cannot set up users: {0}")]
     Auth(#[from] auth::AuthError),
     #[error("cannot load the face descriptor: {0}")]
-    Descriptor(#[from] descriptor::DescriptorError),
+    Descriptor(#[from] models::descriptor::DescriptorError),
     #[error("cannot start the embedding job: {0}")]
-    Embedding(#[from] descriptor::EmbedJobError),
+    Embedding(#[from] models::descriptor::EmbedJobError),
     #[error("cannot load the labeling state: {0}")]
     Labeling(#[from] labeling::LabelingError),
     #[error("cannot recover jobs: {0}")]
@@ -44,14 +45,12 @@ pub enum ServerError {
     Ranking(#[from] ranking::RankingError),
     #[error("cannot use the listener: {0}")]
     Io(#[from] std::io::Error),
-    #[error("gRPC transport failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    #[error("gRPC reflection set-up failed: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Api(#[from] api::ApiError),
     #[error("a blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
-    #[error("cannot set up TLS: {0}")]
-    Tls(String),
 }
 
 /// What `serve` reports once it is listening, before it starts answering.
@@ -74,7 +73,7 @@ pub async fn serve(
     on_started: impl FnOnce(Started),
 ) -> Result<(), ServerError> {
     // A bad certificate or key stops the start before anything is opened.
-    let tls = config.tls_identity()?;
+    let tls = config.tls_pem()?.map(|pem| api::TlsIdentity::from_pem(&pem)).transpose()?;
     let store = store::Store::open(&config.data_dir)?;
     let auth = auth::Auth::new(store.clone());
     let new_admin_token = auth.bootstrap_admin(config.admin_token.as_deref())?;
@@ -93,10 +92,10 @@ pub async fn serve(
     if interrupted > 0 {
         tracing::warn!(interrupted, "jobs that ran when the server last stopped are marked interrupted");
     }
-    let device = descriptor::default_device();
-    let descriptor = Arc::new(descriptor::Descriptor::load(device.clone())?);
-    tracing::info!(device = %descriptor::device_name(descriptor.device()), "face descriptor loaded");
-    let embedder = descriptor::Embedder::new(store.clone(), datasets.clone(), jobs.clone(), descriptor.clone());
+    let device = models::descriptor::default_device();
+    let descriptor = Arc::new(models::descriptor::Descriptor::load(device.clone())?);
+    tracing::info!(device = %models::descriptor::device_name(descriptor.device()), "face descriptor loaded");
+    let embedder = models::descriptor::Embedder::new(store.clone(), datasets.clone(), jobs.clone(), descriptor.clone());
     // Embeddings missing after a crash or the demo import are computed in the background.
     if let Some(job) = embedder.ensure(0)? {
         tracing::info!(job, "embedding job started for images without embeddings");
@@ -146,6 +145,15 @@ pub async fn serve(
         ranking::SearchThreads::new(usize::from(config.rank_threads))?,
     );
 
+    let workflows = workflows::Workflows {
+        datasets: datasets.clone(),
+        labeling: labeling.clone(),
+        indexes: ranking.indexes().clone(),
+        registry: registry.clone(),
+        jobs: jobs.clone(),
+        training: training.clone(),
+    };
+
     let addr = listener.local_addr()?;
     let state = Arc::new(state::AppState {
         config,
@@ -159,6 +167,7 @@ pub async fn serve(
         labeling,
         training,
         registry,
+        workflows,
     });
     on_started(Started { addr, new_admin_token, tls: tls.is_some() });
     let served = api::run(state.clone(), listener, tls, shutdown).await;

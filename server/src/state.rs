@@ -3,14 +3,15 @@
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::dataset::Datasets;
-use crate::descriptor::Embedder;
 use crate::jobs::Jobs;
 use crate::labeling::Labeling;
+use crate::models::descriptor::Embedder;
 use crate::models::Registry;
 use crate::proposal::Proposals;
 use crate::ranking::Ranking;
 use crate::store::Store;
 use crate::training::Training;
+use crate::workflows::Workflows;
 
 pub struct AppState {
     pub config: Config,
@@ -24,4 +25,5 @@ pub struct AppState {
     pub labeling: Labeling,
     pub training: Training,
     pub registry: Registry,
+    pub workflows: Workflows,
 }

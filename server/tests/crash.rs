@@ -4,9 +4,6 @@
 //! load: `kill9.rs`.) Kill points are drawn from a seed printed by each test; set
 //! `FACESIM_KILL_SEED` to replay one.
 
-#[path = "support/process.rs"]
-mod process;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -15,7 +12,8 @@ use facesim_proto::v1::{
     model_service_client::ModelServiceClient, ranking_service_client::RankingServiceClient,
     training_service_client::TrainingServiceClient,
 };
-use process::*;
+use facesim_tests::demo_pair_list_of;
+use facesim_tests::process::*;
 use rand::Rng;
 
 async fn import(
@@ -154,26 +152,12 @@ async fn imports_killed_midstream_keep_every_acknowledged_file_whole() {
     drop(server);
 }
 
-/// An LFW-format pair list over the first `n` demo people: consecutive images of one person,
-/// and as many pairs of different people.
-fn pair_list(people: &[String]) -> String {
-    let (mut same, mut different) = (Vec::new(), Vec::new());
-    for (i, person) in people.iter().enumerate() {
-        for k in 1..5 {
-            same.push(format!("{person}\t{k}\t{}", k + 1));
-            let other = &people[(i + 1) % people.len()];
-            different.push(format!("{person}\t{k}\t{other}\t{}", k + 1));
-        }
-    }
-    format!("{}\n{}\n{}\n", same.len(), same.join("\n"), different.join("\n"))
-}
-
 fn training_request(people: &[String], epochs: u32) -> pb::StartTrainingRequest {
     pb::StartTrainingRequest {
         architecture: pb::Architecture::SiameseGaml as i32,
         data: Some(pb::start_training_request::Data::PairList(pb::PairListSource {
             dataset: "demo".into(),
-            pairs_text: pair_list(people),
+            pairs_text: demo_pair_list_of(people),
         })),
         hyperparameters: Some(pb::Hyperparameters { epochs, batch_size: 16, seed: 3, ..Default::default() }),
         device: "cpu".into(),

@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::Device;
-use facesim_server::descriptor::{euclidean, Descriptor, DIM};
+use facesim_server::models::descriptor::{Descriptor, DIM};
+use facesim_server::vectors::euclidean;
 
 #[derive(serde::Deserialize)]
 struct Fixture {

@@ -1,14 +1,11 @@
 //! The real `facesim-server` binary: acknowledged imports and votes survive `kill -9`, and the
 //! server keeps working when whoever reads its log goes away.
 
-#[path = "support/process.rs"]
-mod process;
-
 use facesim_proto::v1::{
     self as pb, admin_service_client::AdminServiceClient, dataset_service_client::DatasetServiceClient,
     labeling_service_client::LabelingServiceClient, proposal_service_client::ProposalServiceClient,
 };
-use process::*;
+use facesim_tests::process::*;
 
 #[tokio::test]
 async fn acknowledged_import_survives_sigkill() {

@@ -1,13 +1,10 @@
 //! Bearer tokens are secrets: they never reach the server's log, at the levels operators run
 //! with (info) and when debugging (debug everywhere, trace for facesim itself).
 
-#[path = "support/process.rs"]
-mod process;
-
 use std::sync::{Arc, Mutex};
 
 use facesim_proto::v1::{self as pb, admin_service_client::AdminServiceClient};
-use process::*;
+use facesim_tests::process::*;
 
 #[tokio::test]
 async fn tokens_never_appear_in_the_log() {

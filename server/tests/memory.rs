@@ -2,13 +2,10 @@
 //! cost nothing, a bomb just inside them costs about its decoded size, and an oversized message
 //! is refused before it is buffered. Peak resident memory (VmHWM) is read from /proc.
 
-#[path = "support/process.rs"]
-mod process;
-
 use std::io::Write;
 
 use facesim_proto::v1::{self as pb, dataset_service_client::DatasetServiceClient};
-use process::*;
+use facesim_tests::process::*;
 
 fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = 0xffff_ffffu32;

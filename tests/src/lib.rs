@@ -1,11 +1,13 @@
 //! The harness every end-to-end test uses: it starts the real facesim server on an ephemeral
 //! loopback port with a temp data dir, and makes users and clients as a real user would.
 
+pub mod process;
 pub mod raw;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use facesim_client::pair_list::{lfw_pair_list, numbered_images};
 use facesim_client::{pb, scan_import_dir, Client, ImportEntry};
 use facesim_server::{serve, Config, ServerError};
 use tempfile::TempDir;
@@ -142,6 +144,22 @@ pub fn demo_subset(identities: usize) -> Vec<ImportEntry> {
     names.dedup();
     names.truncate(identities);
     all.into_iter().filter(|e| names.contains(&e.identity)).collect()
+}
+
+/// An LFW-format pair list (see `facesim_client::pair_list`) over the demo faces of the first
+/// `identities` people in import order.
+pub fn demo_pair_list(identities: usize) -> String {
+    pair_list_of(&demo_subset(identities))
+}
+
+/// An LFW-format pair list over the demo faces of the named people.
+pub fn demo_pair_list_of(people: &[String]) -> String {
+    let all = scan_import_dir(&demo_dir()).expect("demo faces are bundled");
+    pair_list_of(&all.into_iter().filter(|e| people.contains(&e.identity)).collect::<Vec<_>>())
+}
+
+fn pair_list_of(files: &[ImportEntry]) -> String {
+    lfw_pair_list(&numbered_images(files.iter().map(|e| (e.identity.as_str(), e.file_name.as_str()))))
 }
 
 /// Imports the demo files of the first `identities` people into dataset `demo`.

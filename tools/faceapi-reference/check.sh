@@ -10,10 +10,10 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 (cd tools/faceapi-reference && npm ci --no-audit --no-fund --silent)
-cargo run --quiet -p facesim-server --example descriptor_inputs -- "$work/inputs"
+cargo run --quiet --example descriptor_inputs -- "$work/inputs"
 node tools/faceapi-reference/reference.mjs "$work/inputs" models/face-api "$work/faceapi.json" | tail -1
 FACESIM_DESCRIPTOR_FIXTURE="$work/faceapi.json" \
-    cargo test --quiet -p facesim-server --test descriptor_reference -- --nocapture
+    cargo test --quiet --test descriptor_reference -- --nocapture
 if [ "${1:-}" = "--update" ]; then
     cp "$work/faceapi.json" server/tests/fixtures/faceapi_descriptors.json
     echo "fixture updated"

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Subcommand;
-use facesim_client::metrics::{k_fold_accuracy, mean_std, roc_auc};
 use facesim_client::{pb, Client, ClientError};
+use facesim_metrics::{k_fold_accuracy, mean_std, roc_auc};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 

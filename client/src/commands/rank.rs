@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use facesim_client::metrics::retrieval;
 use facesim_client::{pb, Client, ClientError};
+use facesim_metrics::retrieval;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -161,7 +161,7 @@ pub struct Retrieved {
     pub model_id: String,
     pub metric: i32,
     pub people: usize,
-    pub result: facesim_client::metrics::Retrieval,
+    pub result: facesim_metrics::Retrieval,
 }
 
 /// Every image of `dataset` whose identity has at least `min_images` images is a probe against

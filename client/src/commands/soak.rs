@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use facesim_client::crowd::annotator_clients;
+use facesim_client::pair_list::{lfw_pair_list, numbered_images};
 use facesim_client::{pb, Client};
 use tonic::Code;
 
@@ -71,26 +72,9 @@ fn rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// An LFW-format pair list over the dataset: consecutive images of each identity, and as many
-/// pairs of neighbouring identities.
+/// An LFW-format pair list over the dataset's images.
 fn pair_list(images: &[pb::Image]) -> String {
-    let mut by_identity: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-    for image in images {
-        let stem = image.file_name.rsplit('/').next().unwrap_or("").split('.').next().unwrap_or("");
-        if let Some(number) = stem.rsplit('_').next().and_then(|n| n.parse().ok()) {
-            by_identity.entry(image.identity.as_str()).or_default().push(number);
-        }
-    }
-    let people: Vec<(&str, Vec<u32>)> = by_identity.into_iter().filter(|(_, n)| n.len() >= 2).collect();
-    let (mut same, mut different) = (Vec::new(), Vec::new());
-    for (i, (name, numbers)) in people.iter().enumerate() {
-        for w in numbers.windows(2) {
-            same.push(format!("{name}\t{}\t{}", w[0], w[1]));
-            let (other, theirs) = &people[(i + 1) % people.len()];
-            different.push(format!("{name}\t{}\t{other}\t{}", w[0], theirs[0]));
-        }
-    }
-    format!("{}\n{}\n{}\n", same.len(), same.join("\n"), different.join("\n"))
+    lfw_pair_list(&numbered_images(images.iter().map(|i| (i.identity.as_str(), i.file_name.as_str()))))
 }
 
 fn is_loopback(server: &str) -> bool {
@@ -294,17 +278,5 @@ mod tests {
         for no in ["http://10.0.0.1:50051", "https://facesim.example.com", "http://0.0.0.0:1"] {
             assert!(!is_loopback(no), "{no}");
         }
-    }
-
-    #[test]
-    fn pair_lists_pair_each_identity_and_its_neighbour() {
-        let image = |identity: &str, n: u32| pb::Image {
-            identity: identity.into(),
-            file_name: format!("{identity}_{n:04}.jpg"),
-            ..Default::default()
-        };
-        let images = vec![image("A", 1), image("A", 2), image("B", 1), image("B", 3), image("C", 1)];
-        let text = pair_list(&images);
-        assert_eq!(text, "2\nA\t1\t2\nB\t1\t3\nA\t1\tB\t1\nB\t1\tA\t1\n");
     }
 }

@@ -266,14 +266,9 @@ impl DatasetService for DatasetApi {
         request: Request<pb::DeleteImageRequest>,
     ) -> Result<Response<pb::DeleteImageResponse>, Status> {
         let id = required_id(request.get_ref().image_id, "image_id")?;
-        let deleted = self.blocking(move |ds| ds.delete(id)).await?;
+        let workflows = self.state.workflows.clone();
+        let deleted = tokio::task::spawn_blocking(move || workflows.delete_image(id)).await.map_err(from_join)??;
         self.state.datasets.flush().await?;
-        tracing::info!(
-            image_id = id,
-            pairs = deleted.removed_pairs.len(),
-            embeddings = deleted.embeddings_removed,
-            "image deleted"
-        );
         Ok(Response::new(pb::DeleteImageResponse {
             pairs_removed: deleted.removed_pairs.len() as u32,
             embeddings_removed: deleted.embeddings_removed as u32,

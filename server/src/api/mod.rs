@@ -30,8 +30,42 @@ use tonic::transport::Server;
 
 pub use auth_layer::AuthLayer;
 
+use crate::config::TlsPem;
 use crate::state::AppState;
-use crate::ServerError;
+
+/// Why the gRPC server could not be set up or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("gRPC transport failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("gRPC reflection set-up failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
+}
+
+/// A TLS certificate and key parsed and checked by the TLS acceptor.
+#[derive(Clone)]
+pub struct TlsIdentity(tonic::transport::Identity);
+
+impl TlsIdentity {
+    /// Parses the PEM files by building a TLS acceptor from them, so a damaged certificate or key
+    /// stops the start here, before the store opens.
+    pub fn from_pem(pem: &TlsPem) -> Result<Self, ApiError> {
+        let identity = tonic::transport::Identity::from_pem(&pem.cert, &pem.key);
+        Server::builder().tls_config(tonic::transport::ServerTlsConfig::new().identity(identity.clone())).map_err(
+            |e| {
+                let cause = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
+                ApiError::Tls(format!(
+                    "{} and {} do not make a TLS identity: {cause}",
+                    pem.cert_path.display(),
+                    pem.key_path.display()
+                ))
+            },
+        )?;
+        Ok(TlsIdentity(identity))
+    }
+}
 
 /// The fully qualified names of the facesim services, as health and reflection report them.
 pub const SERVICE_NAMES: [&str; 8] = [
@@ -58,9 +92,9 @@ const RANKING_SERVICE: &str = "facesim.v1.RankingService";
 pub async fn run(
     state: Arc<AppState>,
     listener: TcpListener,
-    tls: Option<tonic::transport::Identity>,
+    tls: Option<TlsIdentity>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
+) -> Result<(), ApiError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in SERVICE_NAMES {
         health.set_service_status(name, tonic_health::ServingStatus::Serving).await;
@@ -102,12 +136,12 @@ pub async fn run(
     };
 
     let mut builder = Server::builder();
-    if let Some(identity) = tls {
+    if let Some(TlsIdentity(identity)) = tls {
         // rustls offers ALPN `h2`; gRPC-Web from browsers runs over HTTP/2 on TLS, and HTTP/1.1
         // clients that send no ALPN are still served.
         builder = builder
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity).timeout(Duration::from_secs(10)))
-            .map_err(|e| ServerError::Tls(e.to_string()))?;
+            .map_err(|e| ApiError::Tls(e.to_string()))?;
     }
     builder
         .accept_http1(true)

@@ -7,9 +7,9 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::status::{from_join, panicked};
-use crate::models::Metric;
 use crate::ranking::{FaceRef, RankQuery, Ranked, RankingError, SearchMode, MAX_BATCH};
 use crate::state::AppState;
+use crate::vectors::Metric;
 
 pub struct RankingApi {
     state: Arc<AppState>,

@@ -4,9 +4,10 @@ use tonic::{Code, Status};
 
 use crate::auth::AuthError;
 use crate::dataset::DatasetError;
-use crate::descriptor::DescriptorError;
 use crate::jobs::JobError;
 use crate::labeling::LabelingError;
+use crate::models::descriptor::DescriptorError;
+use crate::models::siamese::LoadError;
 use crate::models::{ModelError, RegistryError};
 use crate::proposal::ProposalError;
 use crate::ranking::RankingError;
@@ -119,13 +120,21 @@ pub fn from_model(error: ModelError) -> Status {
     match error {
         ModelError::HeadNeedsImages(_) => Status::invalid_argument(message),
         ModelError::Descriptor(e) => from_descriptor(e),
-        ModelError::Training(e) => from_training(e),
+        ModelError::Load(e) => from_load(e),
         ModelError::Tensor(_) => {
             tracing::error!(%message, "model inference failure");
             Status::internal(message)
         }
         ModelError::Store(e) => from_store(e),
     }
+}
+
+/// A stored model whose record or weights cannot be loaded: the request cannot be served until
+/// the model is repaired or deleted.
+pub fn from_load(error: LoadError) -> Status {
+    let message = error.to_string();
+    tracing::error!(%message, "model load failure");
+    Status::failed_precondition(message)
 }
 
 pub fn from_registry(error: RegistryError) -> Status {
@@ -220,6 +229,7 @@ pub fn from_training(error: TrainingError) -> Status {
             tracing::error!(%message, "training failure");
             Status::internal(message)
         }
+        TrainingError::Load(e) => from_load(e),
         TrainingError::Dataset(e) => from_dataset(e),
         TrainingError::Jobs(e) => from_jobs(e),
         TrainingError::Store(e) => from_store(e),

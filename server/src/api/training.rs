@@ -8,14 +8,15 @@ use tracing::instrument;
 
 use super::convert::{self, principal, required_id};
 use super::status::from_join;
+use crate::models::descriptor;
+use crate::models::siamese::{Architecture, LossKind};
 use crate::models::Entry;
 use crate::state::AppState;
 use crate::store::{EvaluationRecord, ScoresRecord};
 use crate::training::{
-    Architecture, DataSource, HyperparameterOverrides, Hyperparameters, LabelQuery, LossKind, OptimizerKind,
-    TrainRequest, TEST, TRAIN, VALIDATION,
+    DataSource, HyperparameterOverrides, Hyperparameters, LabelQuery, OptimizerKind, TrainRequest, TEST, TRAIN,
+    VALIDATION,
 };
-use crate::{descriptor, ranking};
 
 pub struct TrainingApi {
     state: Arc<AppState>,
@@ -99,11 +100,11 @@ fn hyperparameters(h: &Hyperparameters) -> pb::Hyperparameters {
         batch_size: h.batch_size,
         learning_rate: h.learning_rate,
         momentum: h.momentum,
-        margin: h.margin,
-        alpha: h.alpha,
-        beta: h.beta,
-        lambda: h.lambda,
-        epsilon: h.epsilon,
+        margin: h.loss.margin,
+        alpha: h.loss.alpha,
+        beta: h.loss.beta,
+        lambda: h.loss.lambda,
+        epsilon: h.loss.epsilon,
         seed: h.seed,
     }
 }
@@ -117,7 +118,7 @@ fn model(entry: &Entry) -> pb::Model {
             state,
             embedding_dim: descriptor::DIM as u32,
             metric: pb::DistanceMetric::Euclidean as i32,
-            threshold: ranking::DESCRIPTOR_THRESHOLD,
+            threshold: descriptor::THRESHOLD,
             ..Default::default()
         };
     };
@@ -324,10 +325,8 @@ impl ModelService for ModelApi {
     #[instrument(skip_all, fields(model_id = %request.get_ref().model_id))]
     async fn activate_model(&self, request: Request<pb::ActivateModelRequest>) -> Result<Response<pb::Model>, Status> {
         let id = model_id(&request.get_ref().model_id)?.to_string();
-        let registry = self.state.registry.clone();
-        let activated = blocking(move || Ok(registry.activate(&id)?)).await?;
-        // Ranking builds the model's index in the background and swaps it in when ready.
-        self.state.ranking.indexes().follow_active();
+        let workflows = self.state.workflows.clone();
+        let activated = blocking(move || Ok(workflows.activate_model(&id)?)).await?;
         Ok(Response::new(model(&activated)))
     }
 
@@ -337,15 +336,8 @@ impl ModelService for ModelApi {
         request: Request<pb::DeleteModelRequest>,
     ) -> Result<Response<pb::DeleteModelResponse>, Status> {
         let id = model_id(&request.get_ref().model_id)?.to_string();
-        let state = self.state.clone();
-        let deleted = blocking(move || {
-            let serving = state.ranking.indexes().serving_model();
-            let deleted = state.registry.delete(&id, &state.jobs, serving.as_deref())?;
-            state.ranking.indexes().forget(&id);
-            state.training.remove_weights(&deleted.record);
-            Ok(deleted)
-        })
-        .await?;
+        let workflows = self.state.workflows.clone();
+        let deleted = blocking(move || Ok(workflows.delete_model(&id)?)).await?;
         let entry = Entry { id: deleted.record.id.clone(), record: Some(deleted.record), active: false };
         Ok(Response::new(pb::DeleteModelResponse {
             model: Some(model(&entry)),

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 pub use limiter::FailureLimiter;
 pub use policy::{allowed_roles, RPC_POLICY};
 
-use crate::store::{id_key, now_millis, Store, StoreError, TokenRecord, UserInsert, UserRecord};
+use crate::store::{now_millis, Store, StoreError, TokenRecord, UserInsert, UserRecord};
 
 /// A user's role. The numbers match the API's `Role` enum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -167,12 +167,12 @@ impl Auth {
     }
 
     fn authenticate_in_store(&self, hash: &[u8; 32]) -> Result<(Principal, i64), AuthError> {
-        let token_id = self.store.token_hashes.get_id(hash)?.ok_or(AuthError::InvalidToken)?;
-        let record: TokenRecord = self.store.tokens.get(&id_key(token_id))?.ok_or(AuthError::InvalidToken)?;
+        let token_id = self.store.token_id_by_hash(hash)?.ok_or(AuthError::InvalidToken)?;
+        let record: TokenRecord = self.store.token(token_id)?.ok_or(AuthError::InvalidToken)?;
         if record.revoked || (record.expire_millis != 0 && record.expire_millis <= now_millis()) {
             return Err(AuthError::InvalidToken);
         }
-        let user: UserRecord = self.store.users.get(&id_key(record.user_id))?.ok_or(AuthError::InvalidToken)?;
+        let user: UserRecord = self.store.user(record.user_id)?.ok_or(AuthError::InvalidToken)?;
         if user.disabled {
             return Err(AuthError::InvalidToken);
         }
@@ -203,16 +203,16 @@ impl Auth {
                 return Err(AuthError::AdminTokenTooShort);
             }
         }
-        let admin_id = self.store.user_names.get_id(ADMIN_USER.as_bytes())?;
+        let admin_id = self.store.user_id_by_name(ADMIN_USER)?;
         match (admin_id, env_token) {
-            (None, _) if !self.store.users.is_empty() && env_token.is_none() => Ok(None),
+            (None, _) if self.store.has_users() && env_token.is_none() => Ok(None),
             (None, token) => {
                 let secret = token.map(str::to_string).unwrap_or_else(new_secret);
                 self.create_user_with_secret(ADMIN_USER, Role::Admin, "bootstrap admin token", 0, secret.clone())?;
                 Ok(if token.is_some() { None } else { Some(secret) })
             }
             (Some(admin_id), Some(token)) => {
-                if self.store.token_hashes.get_id(&sha256(token.as_bytes()))?.is_none() {
+                if self.store.token_id_by_hash(&sha256(token.as_bytes()))?.is_none() {
                     self.issue_token_with_secret(admin_id, "FACESIM_ADMIN_TOKEN", 0, token.to_string())?;
                 }
                 Ok(None)
@@ -298,43 +298,31 @@ impl Auth {
     }
 
     pub fn user(&self, user_id: u64) -> Result<UserRecord, AuthError> {
-        self.store.users.get(&id_key(user_id))?.ok_or(AuthError::UserNotFound(user_id))
+        self.store.user(user_id)?.ok_or(AuthError::UserNotFound(user_id))
     }
 
     /// Users in id order from `start_id`, at most `limit`.
     pub fn users_from(&self, start_id: u64, limit: usize) -> Result<Vec<UserRecord>, AuthError> {
-        let mut out = Vec::new();
-        for item in self.store.users.scan_from::<UserRecord>(&id_key(start_id)).take(limit) {
-            out.push(item?.1);
-        }
-        Ok(out)
+        Ok(self.store.users_from(start_id).take(limit).collect::<Result<_, _>>()?)
     }
 
     pub fn set_user_disabled(&self, user_id: u64, disabled: bool) -> Result<UserRecord, AuthError> {
         let mut user = self.user(user_id)?;
         user.disabled = disabled;
-        self.store.users.put(&id_key(user_id), &user)?;
+        self.store.put_user(&user)?;
         self.forget_known_tokens();
         Ok(user)
     }
 
     pub fn tokens_of(&self, user_id: u64) -> Result<Vec<TokenRecord>, AuthError> {
         self.user(user_id)?;
-        let mut out = Vec::new();
-        for item in self.store.tokens.scan_from::<TokenRecord>(&id_key(0)) {
-            let (_, token) = item?;
-            if token.user_id == user_id {
-                out.push(token);
-            }
-        }
-        Ok(out)
+        Ok(self.store.tokens()?.into_iter().filter(|t| t.user_id == user_id).collect())
     }
 
     pub fn revoke_token(&self, token_id: u64) -> Result<TokenRecord, AuthError> {
-        let mut token: TokenRecord =
-            self.store.tokens.get(&id_key(token_id))?.ok_or(AuthError::TokenNotFound(token_id))?;
+        let mut token: TokenRecord = self.store.token(token_id)?.ok_or(AuthError::TokenNotFound(token_id))?;
         token.revoked = true;
-        self.store.tokens.put(&id_key(token_id), &token)?;
+        self.store.put_token(&token)?;
         self.forget_known_tokens();
         Ok(token)
     }
@@ -397,7 +385,7 @@ mod tests {
         let (_, short) = auth.create_user("svc", Role::Service, 1).unwrap();
         let mut record = short.record.clone();
         record.expire_millis = now_millis() - 1;
-        auth.store.tokens.put(&id_key(record.id), &record).unwrap();
+        auth.store.put_token(&record).unwrap();
         assert!(matches!(auth.authenticate(&short.secret), Err(AuthError::InvalidToken)));
         assert!(matches!(auth.authenticate("fsm_nonsense"), Err(AuthError::InvalidToken)));
         auth.set_user_disabled(user.id, false).unwrap();

@@ -12,9 +12,7 @@ pub use decode::{
     Format, FACE_SIZE,
 };
 
-use crate::store::{
-    id_key, id_pair_key, DeletedImage, IdentityRecord, ImageRecord, InsertImage, InsertedImage, Store, StoreError,
-};
+use crate::store::{DeletedImage, IdentityRecord, ImageRecord, InsertImage, InsertedImage, Store, StoreError};
 
 /// Errors of dataset operations (per-file problems are [`Rejection`]s, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -188,24 +186,24 @@ impl Datasets {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.store.images.is_empty()
+        !self.store.has_images()
     }
 
     pub fn image(&self, id: u64) -> Result<ImageRecord, DatasetError> {
-        self.store.images.get(&id_key(id))?.ok_or(DatasetError::ImageNotFound(id))
+        self.store.image(id)?.ok_or(DatasetError::ImageNotFound(id))
     }
 
     pub fn identity(&self, id: u64) -> Result<IdentityRecord, DatasetError> {
-        self.store.identities.get(&id_key(id))?.ok_or(DatasetError::IdentityNotFound(id))
+        self.store.identity(id)?.ok_or(DatasetError::IdentityNotFound(id))
     }
 
     pub fn original(&self, id: u64) -> Result<Vec<u8>, DatasetError> {
-        Ok(self.store.image_originals.get_raw(&id_key(id))?.ok_or(DatasetError::ImageNotFound(id))?.to_vec())
+        self.store.image_original(id)?.ok_or(DatasetError::ImageNotFound(id))
     }
 
     /// The normalised face crop as PNG.
     pub fn face_png(&self, id: u64) -> Result<Vec<u8>, DatasetError> {
-        Ok(self.store.image_faces.get_raw(&id_key(id))?.ok_or(DatasetError::ImageNotFound(id))?.to_vec())
+        self.store.image_face(id)?.ok_or(DatasetError::ImageNotFound(id))
     }
 
     /// The normalised face crop, decoded: what every model sees.
@@ -238,10 +236,8 @@ impl Datasets {
         let mut page = Vec::with_capacity(limit.min(1024));
         if let Some(identity_id) = identity_id {
             self.identity(identity_id)?;
-            let prefix = id_key(identity_id);
-            for key in self.store.identity_images.keys_with_prefix_from(&prefix, &id_pair_key(identity_id, start_id)) {
-                let key = key?;
-                let image_id = crate::store::decode_id("identity_images", &key[8..])?;
+            for image_id in self.store.image_ids_of_identity_from(identity_id, start_id) {
+                let image_id = image_id?;
                 if page.len() == limit {
                     return Ok((page, Some(image_id)));
                 }
@@ -252,8 +248,8 @@ impl Datasets {
             }
             return Ok((page, None));
         }
-        for item in self.store.images.scan_from::<ImageRecord>(&id_key(start_id)) {
-            let (_, image) = item?;
+        for image in self.store.images_from(start_id) {
+            let image = image?;
             if dataset.is_some_and(|d| d != image.dataset) {
                 continue;
             }
@@ -273,8 +269,8 @@ impl Datasets {
         limit: usize,
     ) -> Result<(Vec<IdentityRecord>, Option<u64>), DatasetError> {
         let mut page = Vec::new();
-        for item in self.store.identities.scan_from::<IdentityRecord>(&id_key(start_id)) {
-            let (_, identity) = item?;
+        for identity in self.store.identities_from(start_id) {
+            let identity = identity?;
             if dataset.is_some_and(|d| d != identity.dataset) || identity.image_count == 0 {
                 continue;
             }
@@ -289,8 +285,8 @@ impl Datasets {
     /// Every dataset with its counts, by name.
     pub fn datasets(&self) -> Result<Vec<DatasetSummary>, DatasetError> {
         let mut by_name = std::collections::BTreeMap::<String, DatasetSummary>::new();
-        for item in self.store.identities.scan_from::<IdentityRecord>(&id_key(0)) {
-            let (_, identity) = item?;
+        for identity in self.store.identities_from(0) {
+            let identity = identity?;
             if identity.image_count == 0 {
                 continue;
             }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use crate::store::{id_key, now_millis, JobRecord, Store, StoreError};
+use crate::store::{now_millis, JobRecord, Store, StoreError};
 
 /// Kinds of job. The numbers match the API's `JobKind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,13 +121,12 @@ impl Jobs {
     /// Returns how many there were.
     pub fn mark_interrupted(&self) -> Result<usize, JobError> {
         let mut count = 0;
-        for item in self.store.jobs.scan_from::<JobRecord>(&id_key(0)) {
-            let (_, mut job) = item?;
+        for mut job in self.store.all_jobs()? {
             if JobState::from_number(job.state).is_some_and(|s| !s.is_final()) {
                 job.state = JobState::Interrupted as i32;
                 job.end_millis = now_millis();
                 job.message = format!("interrupted by a server stop during: {}", job.message);
-                self.store.jobs.put(&id_key(job.id), &job)?;
+                self.store.put_job(&job)?;
                 count += 1;
             }
         }
@@ -149,7 +148,7 @@ impl Jobs {
             message: "starting".into(),
             ..Default::default()
         };
-        self.store.jobs.put(&id_key(record.id), &record)?;
+        self.store.put_job(&record)?;
         let cancel = Arc::new(AtomicBool::new(false));
         let (sender, _) = watch::channel(record.clone());
         self.live.lock().expect("not poisoned").insert(record.id, Live { sender, cancel: cancel.clone() });
@@ -169,7 +168,7 @@ impl Jobs {
         if let Some(live) = self.live.lock().expect("not poisoned").get(&id) {
             return Ok(live.sender.borrow().clone());
         }
-        self.store.jobs.get(&id_key(id))?.ok_or(JobError::NotFound(id))
+        self.store.job(id)?.ok_or(JobError::NotFound(id))
     }
 
     /// Jobs newest first, optionally of one kind. `before` is an exclusive upper id bound (0 = none).
@@ -223,7 +222,7 @@ impl Jobs {
         let mut record = entry.sender.borrow().clone();
         f(&mut record);
         if persist {
-            self.store.jobs.put(&id_key(id), &record)?;
+            self.store.put_job(&record)?;
         }
         entry.sender.send_replace(record);
         Ok(())

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use crate::auth::Role;
 use crate::dataset::{DatasetError, Datasets};
 use crate::store::{
-    id_key, now_millis, AnnotatorRecord, ExampleRecord, GroupCommit, ImageRecord, InstructionsRecord, LabelRecord,
-    PairRecord, Store, StoreError, UserRecord, VoteEffect, VoteRecord, BATCH_OPEN, PAIR_PENDING,
+    now_millis, AnnotatorRecord, ExampleRecord, GroupCommit, ImageRecord, InstructionsRecord, LabelRecord, PairRecord,
+    Store, StoreError, UserRecord, VoteEffect, VoteRecord, BATCH_OPEN, PAIR_PENDING,
 };
 
 /// `VoteChoice` numbers of the API.
@@ -272,12 +272,11 @@ impl State {
     /// pairs with who answered them, disabled annotators. Leases start empty.
     fn load(store: &Store) -> Result<State, LabelingError> {
         let mut state = State::default();
-        for item in store.batches.scan_from::<crate::store::BatchRecord>(&id_key(0)) {
-            let (_, batch) = item?;
+        for batch in store.all_batches()? {
             state.batch_open.insert(batch.id, batch.state == BATCH_OPEN);
         }
-        for item in store.pairs.scan_from::<PairRecord>(&id_key(0)) {
-            let (_, pair) = item?;
+        for pair in store.pairs_from(0) {
+            let pair = pair?;
             if pair.gold_answer != 0 {
                 let answered_by = store.votes_of_pair(pair.id)?.into_iter().map(|v| v.annotator_id).collect();
                 state.gold.insert(pair.id, answered_by);
@@ -415,64 +414,79 @@ impl Labeling {
         if batch_filter != 0 && self.store.batch(batch_filter)?.is_none() {
             return Err(LabelingError::BatchNotFound(batch_filter));
         }
-        let (lease, images, remaining) = {
-            let mut state = self.lock();
-            if state.disabled.contains(&user_id) {
-                return Err(LabelingError::Disabled);
-            }
-            if batch_filter != 0 && state.batch_open.get(&batch_filter) != Some(&true) {
-                return Err(LabelingError::BatchClosed(batch_filter));
-            }
-            state.expire(self.config.lease);
-            let held = state.user_leases.get(&user_id).cloned().unwrap_or_default();
-            let lease = if held.len() >= self.config.max_leases_per_annotator.max(1) {
-                state.leases[&held[0]].clone()
-            } else {
-                match self.pick(&state, user_id, batch_filter, &held) {
-                    Some((pair_id, batch_id, gold)) => {
-                        let lease = Lease {
-                            id: state.take_id("leases", &self.store)?,
-                            pair_id,
-                            user_id,
-                            batch_id,
-                            gold,
-                            issued_millis: now_millis(),
-                            issued: Instant::now(),
-                        };
-                        state.leases.insert(lease.id, lease.clone());
-                        state.user_leases.entry(user_id).or_default().push(lease.id);
-                        if let Some(slot) = state.slots.get_mut(&pair_id) {
-                            slot.leases.push(lease.id);
+        const ATTEMPTS: usize = 3;
+        for attempt in 1.. {
+            let (lease, images, remaining) = {
+                let mut state = self.lock();
+                if state.disabled.contains(&user_id) {
+                    return Err(LabelingError::Disabled);
+                }
+                if batch_filter != 0 && state.batch_open.get(&batch_filter) != Some(&true) {
+                    return Err(LabelingError::BatchClosed(batch_filter));
+                }
+                state.expire(self.config.lease);
+                let held = state.user_leases.get(&user_id).cloned().unwrap_or_default();
+                let lease = if held.len() >= self.config.max_leases_per_annotator.max(1) {
+                    state.leases[&held[0]].clone()
+                } else {
+                    match self.pick(&state, user_id, batch_filter, &held) {
+                        Some((pair_id, batch_id, gold)) => {
+                            let lease = Lease {
+                                id: state.take_id("leases", &self.store)?,
+                                pair_id,
+                                user_id,
+                                batch_id,
+                                gold,
+                                issued_millis: now_millis(),
+                                issued: Instant::now(),
+                            };
+                            state.leases.insert(lease.id, lease.clone());
+                            state.user_leases.entry(user_id).or_default().push(lease.id);
+                            if let Some(slot) = state.slots.get_mut(&pair_id) {
+                                slot.leases.push(lease.id);
+                            }
+                            *state.served.entry(user_id).or_default() += 1;
+                            lease
                         }
-                        *state.served.entry(user_id).or_default() += 1;
-                        lease
+                        None => return Ok(None),
                     }
-                    None => return Ok(None),
+                };
+                let images = state.slots.get(&lease.pair_id).map(|slot| slot.images);
+                let remaining = state.batch_pending.get(&lease.batch_id).copied().unwrap_or(0);
+                (lease, images, remaining)
+            };
+            let (image_a, image_b) = match images {
+                Some(images) => images,
+                // Gold pairs have no slot.
+                None => {
+                    let pair = self.store.pair(lease.pair_id)?;
+                    let pair = pair.ok_or(StoreError::Missing { tree: "pairs", id: lease.pair_id })?;
+                    (pair.image_a, pair.image_b)
                 }
             };
-            let images = state.slots.get(&lease.pair_id).map(|slot| slot.images);
-            let remaining = state.batch_pending.get(&lease.batch_id).copied().unwrap_or(0);
-            (lease, images, remaining)
-        };
-        let (image_a, image_b) = match images {
-            Some(images) => images,
-            // Gold pairs have no slot.
-            None => {
-                let pair = self.store.pair(lease.pair_id)?;
-                let pair = pair.ok_or(StoreError::Missing { tree: "pairs", id: lease.pair_id })?;
-                (pair.image_a, pair.image_b)
-            }
-        };
-        Ok(Some(Task {
-            lease_id: lease.id,
-            pair_id: lease.pair_id,
-            batch_id: lease.batch_id,
-            face_a: self.face_jpeg(image_a)?,
-            face_b: self.face_jpeg(image_b)?,
-            lease_millis: lease.issued_millis,
-            expire_millis: lease.issued_millis + self.config.lease.as_millis() as i64,
-            remaining_in_batch: remaining,
-        }))
+            let faces = self.face_jpeg(image_a).and_then(|a| Ok((a, self.face_jpeg(image_b)?)));
+            let (face_a, face_b) = match faces {
+                Ok(faces) => faces,
+                // An image of the pair was deleted while the lease was handed out (the deletion
+                // withdraws its pairs right after the store commits): withdraw it here, pick again.
+                Err(LabelingError::ImageNotFound(_)) if attempt < ATTEMPTS => {
+                    self.forget_pairs(&[lease.pair_id]);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            return Ok(Some(Task {
+                lease_id: lease.id,
+                pair_id: lease.pair_id,
+                batch_id: lease.batch_id,
+                face_a,
+                face_b,
+                lease_millis: lease.issued_millis,
+                expire_millis: lease.issued_millis + self.config.lease.as_millis() as i64,
+                remaining_in_batch: remaining,
+            }));
+        }
+        unreachable!("the loop returns")
     }
 
     fn pick(&self, state: &State, user: u64, batch_filter: u64, held: &[u64]) -> Option<(u64, u64, bool)> {
@@ -678,7 +692,7 @@ impl Labeling {
     }
 
     fn annotator_user(&self, user_id: u64) -> Result<UserRecord, LabelingError> {
-        let user: UserRecord = self.store.users.get(&id_key(user_id))?.ok_or(LabelingError::UserNotFound(user_id))?;
+        let user: UserRecord = self.store.user(user_id)?.ok_or(LabelingError::UserNotFound(user_id))?;
         if user.role != Role::Annotator as i32 {
             return Err(LabelingError::NotAnnotator(user_id));
         }
@@ -768,8 +782,8 @@ impl Labeling {
     /// Statistics of the annotators with ids from `start`, in id order.
     pub fn all_stats(&self, start: u64, limit: usize) -> Result<(Vec<AnnotatorStats>, Option<u64>), LabelingError> {
         let mut out = Vec::new();
-        for item in self.store.users.scan_from::<UserRecord>(&id_key(start)) {
-            let (_, user) = item?;
+        for user in self.store.users_from(start) {
+            let user = user?;
             if user.role != Role::Annotator as i32 {
                 continue;
             }

@@ -1,5 +1,5 @@
 //! A model ready to embed faces: the pretrained descriptor, or a trained Siamese network with its
-//! record. Ranking, comparison and embedding all go through this one type, so a face is embedded
+//! record, its metric and its decision threshold. Ranking, comparison and embedding all go through this one type, so a face is embedded
 //! the same way whether it is stored, uploaded or part of a gallery.
 
 use std::sync::Arc;
@@ -7,72 +7,15 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 
+use super::descriptor::{self, Descriptor, DescriptorError};
+use super::siamese::input::{image_tensor, vectors_tensor};
+use super::siamese::{self, nets::CNN_SIDE, Architecture, LoadError, LossKind, Siamese};
 use crate::dataset::Datasets;
-use crate::descriptor::{self, Descriptor, DescriptorError};
 use crate::store::{ModelRecord, Store, StoreError};
-use crate::training::{self, nets::CNN_SIDE, Architecture, Siamese, TrainingError};
+use crate::vectors::Metric;
 
 /// Stored images embedded per forward pass when a gallery is filled in.
 const BATCH: usize = 64;
-
-/// How a model's embeddings are compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Metric {
-    /// Euclidean distance; smaller is more similar.
-    Euclidean,
-    /// Cosine similarity; larger is more similar.
-    Cosine,
-}
-
-impl Metric {
-    /// The API's `DistanceMetric` number.
-    pub fn number(self) -> i32 {
-        match self {
-            Metric::Euclidean => training::EUCLIDEAN,
-            Metric::Cosine => training::COSINE,
-        }
-    }
-
-    pub fn from_number(n: i32) -> Option<Self> {
-        match n {
-            training::EUCLIDEAN => Some(Metric::Euclidean),
-            training::COSINE => Some(Metric::Cosine),
-            _ => None,
-        }
-    }
-
-    /// The score of two embeddings under this metric.
-    pub fn score(self, a: &[f32], b: &[f32]) -> f32 {
-        match self {
-            Metric::Euclidean => descriptor::euclidean(a, b),
-            Metric::Cosine => {
-                let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-                let norms = (a.iter().map(|x| x * x).sum::<f32>() * b.iter().map(|x| x * x).sum::<f32>()).sqrt();
-                if norms > 0.0 {
-                    dot / norms
-                } else {
-                    0.0
-                }
-            }
-        }
-    }
-
-    /// Whether score `a` is better (more similar) than score `b`.
-    pub fn better(self, a: f32, b: f32) -> bool {
-        match self {
-            Metric::Euclidean => a < b,
-            Metric::Cosine => a > b,
-        }
-    }
-
-    /// Whether `score` passes a threshold given in this metric's units.
-    pub fn within(self, score: f32, threshold: f32) -> bool {
-        match self {
-            Metric::Euclidean => score <= threshold,
-            Metric::Cosine => score >= threshold,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -83,7 +26,7 @@ pub enum ModelError {
     #[error(transparent)]
     Descriptor(#[from] DescriptorError),
     #[error(transparent)]
-    Training(#[from] TrainingError),
+    Load(#[from] LoadError),
     #[error("tensor computation failed: {0}")]
     Tensor(#[from] candle_core::Error),
     #[error(transparent)]
@@ -117,7 +60,7 @@ impl LoadedModel {
 
     /// Loads a trained model's best weights.
     pub fn trained(record: &ModelRecord, descriptor: Arc<Descriptor>) -> Result<Self, ModelError> {
-        let net = training::load(record, &Device::Cpu)?;
+        let net = siamese::load(record, &Device::Cpu)?;
         let metric = Metric::from_number(record.metric).unwrap_or(Metric::Euclidean);
         Ok(LoadedModel {
             id: record.id.clone(),
@@ -145,7 +88,7 @@ impl LoadedModel {
     /// a similarity for cosine ones.
     pub fn threshold(&self) -> f32 {
         match &self.network {
-            Network::Descriptor => crate::ranking::DESCRIPTOR_THRESHOLD,
+            Network::Descriptor => descriptor::THRESHOLD,
             Network::Trained { record, .. } => match self.metric {
                 Metric::Euclidean => record.threshold,
                 Metric::Cosine => 1.0 - record.threshold,
@@ -160,7 +103,7 @@ impl LoadedModel {
     /// Whether the model scores pairs with a learned head (not by comparing embeddings).
     pub fn has_head(&self) -> bool {
         matches!(&self.network, Network::Trained { record, .. }
-            if record.loss == training::LossKind::HeadBce as i32 || record.loss == training::LossKind::HeadFocal as i32)
+            if LossKind::from_number(record.loss).is_some_and(LossKind::has_head))
     }
 
     /// The network input of face crops: descriptor vectors for the descriptor-fed models (GAML),
@@ -168,12 +111,10 @@ impl LoadedModel {
     fn input_of_faces(&self, faces: &[&RgbImage]) -> Result<Option<Tensor>, ModelError> {
         match &self.network {
             Network::Descriptor => Ok(None),
-            Network::Trained { .. } if self.needs_images() => {
-                Ok(Some(training::image_tensor(faces, CNN_SIDE, &Device::Cpu)?))
-            }
+            Network::Trained { .. } if self.needs_images() => Ok(Some(image_tensor(faces, CNN_SIDE, &Device::Cpu)?)),
             Network::Trained { .. } => {
                 let vectors = self.descriptor.embed(faces)?;
-                Ok(Some(vectors_tensor(&vectors)?))
+                Ok(Some(vectors_tensor(&vectors, &Device::Cpu)?))
             }
         }
     }
@@ -213,7 +154,7 @@ impl LoadedModel {
                     }
                 }
                 let refs: Vec<&RgbImage> = faces.iter().collect();
-                (kept, training::image_tensor(&refs, CNN_SIDE, &Device::Cpu)?)
+                (kept, image_tensor(&refs, CNN_SIDE, &Device::Cpu)?)
             } else {
                 let mut vectors = Vec::with_capacity(chunk.len());
                 let mut kept = Vec::with_capacity(chunk.len());
@@ -223,7 +164,7 @@ impl LoadedModel {
                         kept.push(id);
                     }
                 }
-                (kept, vectors_tensor(&vectors)?)
+                (kept, vectors_tensor(&vectors, &Device::Cpu)?)
             };
             if kept.is_empty() {
                 continue;
@@ -261,9 +202,4 @@ impl LoadedModel {
         }
         Ok(self.metric.score(a, b))
     }
-}
-
-fn vectors_tensor(vectors: &[Vec<f32>]) -> Result<Tensor, candle_core::Error> {
-    let dim = vectors.first().map_or(descriptor::DIM, Vec::len);
-    Tensor::from_vec(vectors.concat(), (vectors.len(), dim), &Device::Cpu)
 }

@@ -1,15 +1,19 @@
-//! The model registry: the pretrained descriptor (built in) and the models training stored;
-//! which one is active for ranking.
+//! Everything that is "a model": the pretrained descriptor (`descriptor`, built in), the Siamese
+//! networks training produces (`siamese`), a model loaded for inference with its metric and
+//! threshold (`loaded`), and the registry of stored models and which one is active for ranking
+//! (here).
 
+pub mod descriptor;
 mod loaded;
+pub mod siamese;
 
-pub use loaded::{LoadedModel, Metric, ModelError};
+pub use loaded::{LoadedModel, ModelError};
 
 use std::sync::{Arc, Mutex};
 
-use crate::descriptor::{self, Descriptor};
 use crate::jobs::Jobs;
 use crate::store::{ModelRecord, Store, StoreError};
+use descriptor::Descriptor;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("no model {0:?}; `facesim models list` shows the registered ones")]

@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::dataset::Datasets;
-use crate::descriptor::Descriptor;
 use crate::jobs::{JobError, JobHandle, JobKind, Jobs};
 use crate::labeling::{Labeling, LabelingError};
-use crate::models::{Metric, ModelError, Registry, RegistryError, UnknownModel};
+use crate::models::descriptor::Descriptor;
+use crate::models::{ModelError, Registry, RegistryError, UnknownModel};
 use crate::store::{
-    id_key, BatchRecord, ImageRecord, NewPair, NewProposal, PairRecord, Store, StoreError, BATCH_CLOSED, BATCH_OPEN,
+    BatchRecord, ImageRecord, NewPair, NewProposal, PairRecord, Store, StoreError, BATCH_CLOSED, BATCH_OPEN,
 };
+use crate::vectors::Metric;
 use search::{Control, PairFilter, SearchStop, Vectors};
 
 /// Pairs per labeling batch unless asked otherwise; the method published batches of at most 500.
@@ -231,8 +232,8 @@ impl Proposals {
         let mut images = Vec::new();
         let mut vectors = Vec::new();
         let mut absent = Vec::new();
-        for item in self.store.images.scan_from::<ImageRecord>(&id_key(0)) {
-            let (_, image) = item?;
+        for image in self.store.images_from(0) {
+            let image = image?;
             if !wanted.is_empty() && !wanted.contains(image.dataset.as_str()) {
                 continue;
             }

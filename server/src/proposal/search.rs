@@ -4,7 +4,7 @@
 //! products come from one matrix multiply (`gemm`), and the norm identity
 //! ‖x − y‖² = ‖x‖² + ‖y‖² − 2 x·y screens the block cheaply. The identity loses a little precision,
 //! so the screen keeps a safety margin and every pair that passes it has its distance recomputed
-//! directly; that direct value ([`exact_squared_distance`]) is the one compared, sorted and
+//! directly; that direct value ([`squared_euclidean`]) is the one compared, sorted and
 //! reported. Results are therefore exactly those of a naive loop over all pairs, in a fixed order:
 //! distance, then the first row, then the second.
 //!
@@ -15,6 +15,8 @@ use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
+use crate::vectors::{blocks, squared_euclidean};
+
 /// Rows per block. 256 × 256 dot products (256 KiB) stay in a core's L2 cache.
 const BLOCK: usize = 256;
 
@@ -22,16 +24,6 @@ const BLOCK: usize = 256;
 /// d terms the error of a float dot product stays below d·2⁻²⁴·‖x‖‖y‖ (6e-6 for d = 128);
 /// 1e-4 · (‖x‖² + ‖y‖²) covers it up to d ≈ 1,600 with room to spare.
 const SLACK: f32 = 1e-4;
-
-/// The reference distance: the sum of squared differences in index order, in f32.
-pub fn exact_squared_distance(x: &[f32], y: &[f32]) -> f32 {
-    let mut sum = 0.0f32;
-    for (a, b) in x.iter().zip(y) {
-        let d = a - b;
-        sum += d * d;
-    }
-    sum
-}
 
 /// Row-major vectors of one dimension.
 #[derive(Debug, Clone, Copy)]
@@ -150,37 +142,8 @@ fn blocks(n: usize) -> Vec<Block> {
 
 /// Dot products of a block into `out` (row-major, `(i1-i0) × (j1-j0)`).
 fn block_dots(v: &Vectors<'_>, b: Block, out: &mut Vec<f32>) {
-    let (m, n, k) = (b.i1 - b.i0, b.j1 - b.j0, v.dim);
-    out.clear();
-    out.resize(m * n, 0.0);
-    let lhs = v.data[b.i0 * k..].as_ptr();
-    let rhs = v.data[b.j0 * k..].as_ptr();
-    // SAFETY: `out` holds m·n floats written with row stride n; lhs reads rows i0..i1 (m × k,
-    // row stride k) and rhs reads rows j0..j1 as a k × n matrix (column stride k), all inside
-    // `v.data`, which outlives the call. Nothing else aliases `out`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs,
-            1,
-            k as isize,
-            rhs,
-            k as isize,
-            1,
-            0.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    let k = v.dim;
+    blocks::dots(&v.data[b.i0 * k..b.i1 * k], &v.data[b.j0 * k..b.j1 * k], k, 1, out);
 }
 
 /// Squared norms, shrunk by the screen's slack.
@@ -305,7 +268,7 @@ pub fn within_band(
                 if !filter.keeps(a, b) {
                     return;
                 }
-                let squared = exact_squared_distance(v.row(a), v.row(b));
+                let squared = squared_euclidean(v.row(a), v.row(b));
                 let distance = squared.sqrt();
                 if distance <= max_distance && distance >= min_distance {
                     found.push(Found { a: a as u32, b: b as u32, squared });
@@ -353,7 +316,7 @@ pub fn nearest(
                 if !filter.keeps(a, b) {
                     return;
                 }
-                let squared = exact_squared_distance(v.row(a), v.row(b));
+                let squared = squared_euclidean(v.row(a), v.row(b));
                 let candidate = Found { a: a as u32, b: b as u32, squared };
                 if heap.len() < k {
                     heap.push(candidate);
@@ -513,7 +476,7 @@ mod tests {
         for a in 0..v.len() {
             for b in a + 1..v.len() {
                 if (same || groups[a] != groups[b]) && !skip(a as u32, b as u32) {
-                    all.push(Found { a: a as u32, b: b as u32, squared: exact_squared_distance(v.row(a), v.row(b)) });
+                    all.push(Found { a: a as u32, b: b as u32, squared: squared_euclidean(v.row(a), v.row(b)) });
                 }
             }
         }

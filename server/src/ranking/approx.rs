@@ -20,7 +20,7 @@ use std::sync::{Condvar, Mutex};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 use super::gallery::{sort_hits, Gallery, Hit};
-use crate::models::Metric;
+use crate::vectors::Metric;
 
 /// Default neighbours per node (HNSW's M). 32 rather than the usual 16: on the clustered
 /// 128-d benchmark gallery (200,000 vectors, FAISS IndexHNSWFlat, recall@10) M = 16 needs

@@ -1,7 +1,7 @@
 //! A gallery: every embedded image of one model, in memory, with exact (brute-force) search.
 //!
 //! A single query (the common case) is scored row by row with the SIMD kernels of
-//! [`super::kernel`], one pass over the gallery's memory. Several queries at once (`BatchRank`)
+//! [`crate::vectors::kernel`], one pass over the gallery's memory. Several queries at once (`BatchRank`)
 //! get dot products a block of rows at a time with one matrix multiply (`gemm`, which picks the
 //! CPU's SIMD kernels at run time), so each block is read once for all of them; Euclidean
 //! distances then use ‖g − q‖² = ‖g‖² + ‖q‖² − 2 g·q, and the reported distances of the results
@@ -10,8 +10,7 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
-use super::kernel;
-use crate::models::Metric;
+use crate::vectors::{blocks, kernel, Metric};
 
 /// Up to this many queries are scored row by row with the vector kernels; more share `gemm`.
 const ROW_BY_ROW_MAX: usize = 2;
@@ -208,7 +207,7 @@ impl Gallery {
         let mut dots = Vec::new();
         for start in (0..self.len()).step_by(BLOCK_ROWS) {
             let end = (start + BLOCK_ROWS).min(self.len());
-            block_dots(&self.data[start * dim..end * dim], &q, dim, nq, &mut dots);
+            blocks::dots(&self.data[start * dim..end * dim], &q, dim, 1, &mut dots);
             for (offset, row_dots) in dots.chunks_exact(nq).enumerate() {
                 let row = start + offset;
                 let g_sq = self.sq_norms[row];
@@ -281,39 +280,6 @@ fn cosine(dot: f32, a_sq: f32, b_sq: f32) -> f32 {
 /// Best first; ties by row, so results are deterministic.
 pub fn sort_hits(hits: &mut [Hit], metric: Metric) {
     hits.sort_by(|a, b| badness(metric, a.score).total_cmp(&badness(metric, b.score)).then(a.row.cmp(&b.row)));
-}
-
-/// `out[r * nq + q] = rows[r] · queries[q]` for a block of row-major gallery rows.
-fn block_dots(rows: &[f32], queries: &[f32], dim: usize, nq: usize, out: &mut Vec<f32>) {
-    let m = rows.len() / dim;
-    out.clear();
-    out.resize(m * nq, 0.0);
-    // SAFETY: `out` holds m·nq floats written with row stride nq; lhs reads `rows` as an m × dim
-    // row-major matrix and rhs reads `queries` as a dim × nq matrix (column stride dim), both in
-    // bounds and alive for the call; nothing aliases `out`.
-    unsafe {
-        gemm::gemm(
-            m,
-            nq,
-            dim,
-            out.as_mut_ptr(),
-            1,
-            nq as isize,
-            false,
-            rows.as_ptr(),
-            1,
-            dim as isize,
-            queries.as_ptr(),
-            dim as isize,
-            1,
-            0.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
 }
 
 #[cfg(test)]

@@ -23,9 +23,9 @@ use super::approx::{Approx, ApproxError, GraphOptions};
 use super::gallery::{Gallery, GalleryBuilder};
 use super::RankingError;
 use crate::dataset::Datasets;
-use crate::descriptor::Descriptor;
+use crate::models::descriptor::Descriptor;
 use crate::models::{LoadedModel, Registry};
-use crate::store::{id_key, IdentityRecord, ImageRecord, Store};
+use crate::store::{ImageRecord, Store};
 
 /// How often the indexer looks for stale indexes.
 const POLL: Duration = Duration::from_secs(1);
@@ -282,18 +282,15 @@ impl Inner {
     /// Reads (and for trained models first completes) a model's gallery.
     fn build(&self, model: Arc<LoadedModel>) -> Result<Served, RankingError> {
         let started = Instant::now();
-        if let Some(path) = self.options.bench_gallery.as_ref().filter(|_| model.id() == crate::descriptor::MODEL_ID) {
+        if let Some(path) =
+            self.options.bench_gallery.as_ref().filter(|_| model.id() == crate::models::descriptor::MODEL_ID)
+        {
             let version = self.store.gallery_version();
             let gallery = bench_gallery(path, model.dim())?;
             tracing::info!(path = %path.display(), images = gallery.len(), "benchmark gallery loaded");
             return Ok(self.served(model, gallery, version));
         }
-        let images: Vec<ImageRecord> = self
-            .store
-            .images
-            .scan_from::<ImageRecord>(&id_key(0))
-            .map(|item| item.map(|(_, r)| r))
-            .collect::<Result<_, _>>()?;
+        let images: Vec<ImageRecord> = self.store.images_from(0).collect::<Result<_, _>>()?;
         // Read before the embeddings: a change made while they are read leaves this gallery
         // stale, never marked fresh without it.
         let version = self.store.gallery_version();
@@ -314,7 +311,7 @@ impl Inner {
         for (image, vector) in images.iter().zip(&vectors) {
             let Some(vector) = vector.as_ref().or_else(|| embedded.get(&image.id)) else { continue };
             if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(image.identity_id) {
-                let record = self.store.identities.get::<IdentityRecord>(&id_key(image.identity_id))?;
+                let record = self.store.identity(image.identity_id)?;
                 slot.insert(record.map(|r| r.name).unwrap_or_default());
             }
             builder.push(image.id, image.identity_id, &names[&image.identity_id], &image.dataset, vector);

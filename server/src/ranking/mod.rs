@@ -8,23 +8,19 @@
 pub mod approx;
 pub mod gallery;
 pub mod index;
-pub mod kernel;
 mod threads;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::dataset::{decode_limited, face_crop, DatasetError, Datasets, DecodeError};
-use crate::models::{LoadedModel, Metric, ModelError, RegistryError};
+use crate::models::{LoadedModel, ModelError, RegistryError};
 use crate::store::{Store, StoreError};
+use crate::vectors::Metric;
 use gallery::Hit;
 pub use index::{IndexOptions, Indexes, Served};
 pub use threads::SearchThreads;
 
-/// The descriptor's decision threshold on Euclidean distance. dlib documents 0.6 for faces
-/// aligned by its landmark pipeline; facesim's centre-crop preprocessing measured its best
-/// threshold at 0.533 ± 0.0007 over the 10 folds of LFW (BENCHMARKS.md), so that is used.
-pub const DESCRIPTOR_THRESHOLD: f32 = 0.53;
 /// Most results one query may ask for.
 pub const MAX_K: usize = 1000;
 /// Results when a query does not say.
@@ -417,7 +413,7 @@ impl Ranking {
     /// Whether an image is still in the store: results never name a deleted image, also in the
     /// moment before the gallery is refreshed.
     fn still_stored(&self, image_id: u64) -> bool {
-        self.store.images.get_raw(&crate::store::id_key(image_id)).is_ok_and(|r| r.is_some())
+        self.store.has_image(image_id).unwrap_or(false)
     }
 }
 

@@ -4,7 +4,9 @@
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
-use super::{decode, encode, id_key, id_pair_key, now_millis, IdentityRecord, ImageRecord, Store, StoreError};
+use super::{
+    decode, decode_id, encode, id_key, id_pair_key, now_millis, IdentityRecord, ImageRecord, Store, StoreError,
+};
 
 /// An image ready to be stored: validated, decoded and cropped by the dataset module.
 #[derive(Debug, Clone)]
@@ -50,7 +52,7 @@ pub(super) enum Abort {
 }
 
 /// The key of an identity's name index entry.
-pub(crate) fn identity_name_key(dataset: &str, name: &str) -> Vec<u8> {
+pub(super) fn identity_name_key(dataset: &str, name: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(dataset.len() + 1 + name.len());
     key.extend_from_slice(dataset.as_bytes());
     key.push(0);
@@ -71,6 +73,53 @@ where
 }
 
 impl Store {
+    pub fn image(&self, id: u64) -> Result<Option<ImageRecord>, StoreError> {
+        self.images.get(&id_key(id))
+    }
+
+    pub fn has_image(&self, id: u64) -> Result<bool, StoreError> {
+        Ok(self.images.get_raw(&id_key(id))?.is_some())
+    }
+
+    pub fn has_images(&self) -> bool {
+        !self.images.is_empty()
+    }
+
+    /// Image records in id order from `start_id`.
+    pub fn images_from(&self, start_id: u64) -> impl Iterator<Item = Result<ImageRecord, StoreError>> + '_ {
+        self.images.scan_from::<ImageRecord>(&id_key(start_id)).map(|item| Ok(item?.1))
+    }
+
+    /// An image's bytes exactly as imported.
+    pub fn image_original(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.image_originals.get_raw(&id_key(id))?.map(|v| v.to_vec()))
+    }
+
+    /// An image's normalised face crop, PNG.
+    pub fn image_face(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.image_faces.get_raw(&id_key(id))?.map(|v| v.to_vec()))
+    }
+
+    pub fn identity(&self, id: u64) -> Result<Option<IdentityRecord>, StoreError> {
+        self.identities.get(&id_key(id))
+    }
+
+    /// Identity records in id order from `start_id`.
+    pub fn identities_from(&self, start_id: u64) -> impl Iterator<Item = Result<IdentityRecord, StoreError>> + '_ {
+        self.identities.scan_from::<IdentityRecord>(&id_key(start_id)).map(|item| Ok(item?.1))
+    }
+
+    /// The ids of one identity's images in id order, from `start_id`.
+    pub fn image_ids_of_identity_from(
+        &self,
+        identity_id: u64,
+        start_id: u64,
+    ) -> impl Iterator<Item = Result<u64, StoreError>> + '_ {
+        self.identity_images
+            .keys_with_prefix_from(&id_key(identity_id), &id_pair_key(identity_id, start_id))
+            .map(|key| decode_id("identity_images", &key?[8..]))
+    }
+
     /// Stores a new image, creating its identity when needed. Bytes already stored (same
     /// SHA-256) are not stored twice: the earlier image's id is returned instead.
     pub fn insert_image(&self, new: &InsertImage) -> Result<InsertedImage, StoreError> {

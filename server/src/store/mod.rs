@@ -4,6 +4,7 @@
 mod commit;
 mod embeddings;
 mod images;
+mod jobs;
 mod labels;
 mod models;
 mod pairs;
@@ -59,12 +60,13 @@ pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A named sled tree together with its name, for error messages.
 #[derive(Clone)]
-pub struct Tree {
+pub(crate) struct Tree {
     name: &'static str,
     tree: sled::Tree,
 }
 
-/// The open store. Cheap to clone: every clone shares the same database.
+/// The open store. Cheap to clone: every clone shares the same database. Its trees are private:
+/// callers use the typed methods of this module's files, so the key layout is known here only.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
@@ -72,61 +74,61 @@ pub struct Store {
     /// deleted), so in-memory indexes can tell that they are stale. Shared by all clones.
     gallery_changes: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Schema version and id sequences.
-    pub meta: Tree,
+    meta: Tree,
     /// `user id` → [`UserRecord`].
-    pub users: Tree,
+    users: Tree,
     /// `user name` → `user id`.
-    pub user_names: Tree,
+    user_names: Tree,
     /// `token id` → [`TokenRecord`].
-    pub tokens: Tree,
+    tokens: Tree,
     /// `sha256(token)` → `token id`.
-    pub token_hashes: Tree,
+    token_hashes: Tree,
     /// `image id` → [`ImageRecord`].
-    pub images: Tree,
+    images: Tree,
     /// `image id` → original bytes as imported.
-    pub image_originals: Tree,
+    image_originals: Tree,
     /// `image id` → normalised face crop, PNG.
-    pub image_faces: Tree,
+    image_faces: Tree,
     /// `sha256(original bytes)` → `image id`, for deduplication.
-    pub image_hashes: Tree,
+    image_hashes: Tree,
     /// `identity id` → [`IdentityRecord`].
-    pub identities: Tree,
+    identities: Tree,
     /// `dataset \0 identity name` → `identity id`.
-    pub identity_names: Tree,
+    identity_names: Tree,
     /// `identity id ‖ image id` → empty, to list one identity's images in order.
-    pub identity_images: Tree,
+    identity_images: Tree,
     /// `model id \0 image id` → embedding (filled by the descriptor and models).
-    pub embeddings: Tree,
+    embeddings: Tree,
     /// `pair id` → [`PairRecord`] (filled by proposal).
-    pub pairs: Tree,
+    pairs: Tree,
     /// `image a ‖ image b` (a < b) → `pair id`: each image pair is proposed at most once.
-    pub pair_index: Tree,
+    pair_index: Tree,
     /// `image id ‖ pair id` → empty: the pairs of an image, removed with it.
-    pub image_pairs: Tree,
+    image_pairs: Tree,
     /// `batch id` → [`BatchRecord`].
-    pub batches: Tree,
+    batches: Tree,
     /// `batch id ‖ pair id` → empty: a batch's pairs in order.
-    pub batch_pairs: Tree,
+    batch_pairs: Tree,
     /// `vote id` → [`VoteRecord`].
-    pub votes: Tree,
+    votes: Tree,
     /// `pair id ‖ vote id` → empty: a pair's votes.
-    pub pair_votes: Tree,
+    pair_votes: Tree,
     /// `lease id` → `vote id`: the vote cast with a lease, so a retried vote counts once.
-    pub lease_votes: Tree,
+    lease_votes: Tree,
     /// `user id ‖ vote id` → empty: an annotator's votes.
-    pub annotator_votes: Tree,
+    annotator_votes: Tree,
     /// `user id` → [`AnnotatorRecord`].
-    pub annotators: Tree,
+    annotators: Tree,
     /// `pair id` → empty: the gold pairs (their records live in `pairs`).
-    pub gold_pairs: Tree,
+    gold_pairs: Tree,
     /// `pair id` → [`LabelRecord`].
-    pub labels: Tree,
+    labels: Tree,
     /// `job id` → job record (filled by background jobs).
-    pub jobs: Tree,
+    jobs: Tree,
     /// `model id` → [`ModelRecord`] (trained models; the descriptor is built in).
-    pub models: Tree,
+    models: Tree,
     /// `evaluation id` → [`EvaluationRecord`].
-    pub evaluations: Tree,
+    evaluations: Tree,
 }
 
 impl Store {
@@ -283,11 +285,6 @@ impl Tree {
         Ok(())
     }
 
-    pub fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
-        self.tree.remove(key)?;
-        Ok(())
-    }
-
     pub fn get_id(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
         self.tree.get(key)?.map(|v| decode_id(self.name, &v)).transpose()
     }
@@ -324,32 +321,23 @@ impl Tree {
             .take_while(move |k| k.as_ref().map(|k| k.starts_with(&prefix)).unwrap_or(true))
             .map(|k| k.map_err(StoreError::from))
     }
-
-    /// Removes every key that starts with `prefix`.
-    pub fn remove_prefix(&self, prefix: &[u8]) -> Result<usize, StoreError> {
-        let mut removed = 0;
-        for key in self.tree.scan_prefix(prefix).keys() {
-            self.tree.remove(key?)?;
-            removed += 1;
-        }
-        Ok(removed)
-    }
 }
 
 /// Big-endian id key, so that sled's byte order is numeric order.
-pub fn id_key(id: u64) -> [u8; 8] {
+pub(super) fn id_key(id: u64) -> [u8; 8] {
     id.to_be_bytes()
 }
 
 /// The key of an `(a, b)` id pair, ordered by `a` then `b`.
-pub fn id_pair_key(a: u64, b: u64) -> [u8; 16] {
+pub(super) fn id_pair_key(a: u64, b: u64) -> [u8; 16] {
     let mut key = [0u8; 16];
     key[..8].copy_from_slice(&a.to_be_bytes());
     key[8..].copy_from_slice(&b.to_be_bytes());
     key
 }
 
-/// Reads an id stored as an 8-byte big-endian value or key (part).
+/// Reads an id stored as an 8-byte big-endian value or key (part). Public, like [`decode`], so
+/// that the fuzz tests can feed it arbitrary bytes.
 pub fn decode_id(tree: &'static str, bytes: &[u8]) -> Result<u64, StoreError> {
     let arr: [u8; 8] = bytes.try_into().map_err(|_| StoreError::BadKey { tree, expected: 8, found: bytes.len() })?;
     Ok(u64::from_be_bytes(arr))
@@ -361,7 +349,7 @@ pub fn decode<R: Message + Default>(tree: &'static str, bytes: &[u8]) -> Result<
 }
 
 /// Encodes a record for a transactional insert.
-pub fn encode<R: Message>(record: &R) -> Vec<u8> {
+pub(super) fn encode<R: Message>(record: &R) -> Vec<u8> {
     record.encode_to_vec()
 }
 

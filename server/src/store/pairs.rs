@@ -148,6 +148,16 @@ impl Store {
         Ok(stored)
     }
 
+    /// Every pair (proposed and gold), in id order.
+    pub fn pairs_from(&self, start_id: u64) -> impl Iterator<Item = Result<PairRecord, StoreError>> + '_ {
+        self.pairs.scan_from::<PairRecord>(&id_key(start_id)).map(|item| Ok(item?.1))
+    }
+
+    /// Every batch, in id order.
+    pub fn all_batches(&self) -> Result<Vec<BatchRecord>, StoreError> {
+        self.batches.scan_from::<BatchRecord>(&id_key(0)).map(|item| Ok(item?.1)).collect()
+    }
+
     pub fn pair(&self, id: u64) -> Result<Option<PairRecord>, StoreError> {
         self.pairs.get(&id_key(id))
     }

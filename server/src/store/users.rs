@@ -15,6 +15,47 @@ pub enum UserInsert {
 }
 
 impl Store {
+    pub fn user(&self, id: u64) -> Result<Option<UserRecord>, StoreError> {
+        self.users.get(&id_key(id))
+    }
+
+    /// Replaces a user's record (its name is never changed, so the name index stays).
+    pub fn put_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        self.users.put(&id_key(user.id), user)
+    }
+
+    /// Users in id order from `start_id`.
+    pub fn users_from(&self, start_id: u64) -> impl Iterator<Item = Result<UserRecord, StoreError>> + '_ {
+        self.users.scan_from::<UserRecord>(&id_key(start_id)).map(|item| Ok(item?.1))
+    }
+
+    pub fn has_users(&self) -> bool {
+        !self.users.is_empty()
+    }
+
+    pub fn user_id_by_name(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        self.user_names.get_id(name.as_bytes())
+    }
+
+    pub fn token(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
+        self.tokens.get(&id_key(id))
+    }
+
+    /// Replaces a token's record (revocation, expiry); its hash never changes.
+    pub fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        self.tokens.put(&id_key(token.id), token)
+    }
+
+    /// The token whose secret hashes to `sha256`.
+    pub fn token_id_by_hash(&self, sha256: &[u8]) -> Result<Option<u64>, StoreError> {
+        self.token_hashes.get_id(sha256)
+    }
+
+    /// Every token, in id order.
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.tokens.scan_from::<TokenRecord>(&id_key(0)).map(|item| Ok(item?.1)).collect()
+    }
+
     /// Creates a user with its first token, unless the name is taken.
     pub fn insert_user(&self, user: &UserRecord, token: &TokenRecord) -> Result<UserInsert, StoreError> {
         let trees = [

@@ -12,9 +12,10 @@ use rand_chacha::ChaCha8Rng;
 
 use super::TrainingError;
 use crate::dataset::Datasets;
-use crate::descriptor::{self, MEAN_RGB};
 use crate::labeling::{DISSIMILAR, SIMILAR};
-use crate::store::{LabelRecord, PairRecord, Store};
+use crate::models::descriptor;
+use crate::models::siamese::input::planar_normalised;
+use crate::store::{LabelRecord, Store};
 
 /// Split numbers as stored in [`crate::store::PairSetRecord`].
 pub const TRAIN: u32 = 0;
@@ -54,7 +55,7 @@ pub fn from_labels(store: &Store, query: &LabelQuery) -> Result<Vec<LabelledPair
     let mut labels: Vec<LabelRecord> = Vec::new();
     let batches: Vec<u64> = if query.batch_ids.is_empty() { vec![0] } else { query.batch_ids.clone() };
     for batch in batches {
-        if batch != 0 && store.batches.get::<crate::store::BatchRecord>(&crate::store::id_key(batch))?.is_none() {
+        if batch != 0 && store.batch(batch)?.is_none() {
             return Err(TrainingError::NotFound(format!("no batch with id {batch}")));
         }
         let (mut page, mut next) = store.labels_page(batch, 0, 1024)?;
@@ -73,7 +74,7 @@ pub fn from_labels(store: &Store, query: &LabelQuery) -> Result<Vec<LabelledPair
         if query.unanimous_only && label.similar_votes != total && label.dissimilar_votes != total {
             continue;
         }
-        let Some(pair) = store.pairs.get::<PairRecord>(&crate::store::id_key(label.pair_id))? else { continue };
+        let Some(pair) = store.pair(label.pair_id)? else { continue };
         let target = if query.soft_labels {
             label.similar_votes as f32 / total.max(1) as f32
         } else {
@@ -270,27 +271,6 @@ impl Inputs {
             }
         }
     }
-}
-
-/// Interleaved RGB bytes to planar `(pixel − mean) / 255` floats.
-fn planar_normalised(pixels: &[u8], target: &mut [f32]) {
-    let plane = pixels.len() / 3;
-    for (p, rgb) in pixels.chunks_exact(3).enumerate() {
-        for c in 0..3 {
-            target[c * plane + p] = (f32::from(rgb[c]) - MEAN_RGB[c]) / 255.0;
-        }
-    }
-}
-
-/// The CNN's input tensor (N, 3, side, side) of face crops of any size, resized as in training.
-pub fn image_tensor(faces: &[&image::RgbImage], side: usize, device: &Device) -> Result<Tensor, TrainingError> {
-    let plane = side * side;
-    let mut out = vec![0f32; faces.len() * 3 * plane];
-    for (k, face) in faces.iter().enumerate() {
-        let resized = image::imageops::resize(*face, side as u32, side as u32, FilterType::Triangle);
-        planar_normalised(resized.as_raw(), &mut out[k * 3 * plane..(k + 1) * 3 * plane]);
-    }
-    Ok(Tensor::from_vec(out, (faces.len(), 3, side, side), device)?)
 }
 
 #[cfg(test)]

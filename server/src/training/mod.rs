@@ -1,17 +1,12 @@
-//! Training of Siamese similarity models on crowd labels (or identity-labelled pair lists), and
-//! their evaluation next to the pretrained descriptor. Jobs run on threads of their own; each
-//! ends with a model in the registry, its weights in safetensors files and its test-split
-//! evaluation.
+//! Training of Siamese similarity models (`crate::models::siamese`) on crowd labels (or
+//! identity-labelled pair lists), and their evaluation next to the pretrained descriptor. Jobs run
+//! on threads of their own (`run`); each ends with a model in the registry, its weights in
+//! safetensors files and its test-split evaluation. `data` gathers and splits the pairs, `optim`
+//! holds the optimisers; the scores come from the shared `facesim-metrics` crate.
 
-mod conv;
 mod data;
-mod dense;
-mod job;
-pub mod loss;
-pub mod metrics;
-pub mod nets;
 pub mod optim;
-mod siamese;
+mod run;
 #[cfg(test)]
 mod tests;
 
@@ -20,51 +15,12 @@ use std::path::PathBuf;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-pub use data::{image_tensor, parse_pair_list, LabelQuery, LabelledPair, TEST, TRAIN, VALIDATION};
-pub use job::{load, COSINE, EUCLIDEAN};
-pub use siamese::Siamese;
+pub use data::{parse_pair_list, LabelQuery, LabelledPair, TEST, TRAIN, VALIDATION};
 
 use crate::dataset::{DatasetError, Datasets};
 use crate::jobs::{JobError, JobKind, Jobs};
+use crate::models::siamese::{self, Architecture, LossKind, LossSettings};
 use crate::store::{EvaluationRecord, ModelRecord, Store, StoreError};
-
-/// The architectures. Numbers match the API's `Architecture`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Architecture {
-    SiameseCnn = 1,
-    SiameseGaml = 2,
-}
-
-impl Architecture {
-    pub fn from_number(n: i32) -> Option<Self> {
-        [Architecture::SiameseCnn, Architecture::SiameseGaml].into_iter().find(|a| *a as i32 == n)
-    }
-
-    /// The prefix of model ids of this architecture.
-    pub fn slug(self) -> &'static str {
-        match self {
-            Architecture::SiameseCnn => "cnn",
-            Architecture::SiameseGaml => "gaml",
-        }
-    }
-}
-
-/// The losses. Numbers match the API's `LossFunction`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum LossKind {
-    Contrastive = 1,
-    GeometryAware = 2,
-    MiningContrastive = 3,
-    HeadBce = 4,
-    HeadFocal = 5,
-}
-
-impl LossKind {
-    pub fn from_number(n: i32) -> Option<Self> {
-        use LossKind::*;
-        [Contrastive, GeometryAware, MiningContrastive, HeadBce, HeadFocal].into_iter().find(|l| *l as i32 == n)
-    }
-}
 
 /// The optimisers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,18 +37,9 @@ pub struct Hyperparameters {
     pub learning_rate: f64,
     pub momentum: f64,
     pub optimizer: OptimizerKind,
-    /// τ of the contrastive and geometry-aware losses.
-    pub margin: f64,
-    /// GAML's α, or the mining loss's weight of similar pairs.
-    pub alpha: f64,
-    /// The mining loss's weight of dissimilar pairs.
-    pub beta: f64,
-    /// The mining loss's similarity threshold.
-    pub lambda: f64,
-    /// The mining loss's mining margin.
-    pub epsilon: f64,
-    /// γ of the focal loss.
-    pub focal_gamma: f64,
+    /// The loss's settings (margin, α, β, λ, ε, γ), stored flat beside the others.
+    #[serde(flatten)]
+    pub loss: LossSettings,
     /// Seeds the initial weights, the split and the batch order.
     pub seed: u64,
 }
@@ -108,12 +55,7 @@ impl Hyperparameters {
                 learning_rate: 0.01,
                 momentum: 0.9,
                 optimizer: OptimizerKind::SgdMomentum,
-                margin: 2.0,
-                alpha: 0.5,
-                beta: 0.0,
-                lambda: 0.0,
-                epsilon: 0.0,
-                focal_gamma: 2.0,
+                loss: LossSettings { margin: 2.0, alpha: 0.5, beta: 0.0, lambda: 0.0, epsilon: 0.0, focal_gamma: 2.0 },
                 seed: 0,
             },
             // GAML: uniform init, Adam lr 1e-4, batch 100, 200 epochs, α = 0.5, τ = 0.55.
@@ -123,18 +65,13 @@ impl Hyperparameters {
                 learning_rate: 1e-4,
                 momentum: 0.0,
                 optimizer: OptimizerKind::Adam,
-                margin: 0.55,
-                alpha: 0.5,
-                beta: 0.0,
-                lambda: 0.0,
-                epsilon: 0.0,
-                focal_gamma: 2.0,
+                loss: LossSettings { margin: 0.55, alpha: 0.5, beta: 0.0, lambda: 0.0, epsilon: 0.0, focal_gamma: 2.0 },
                 seed: 0,
             },
         };
         if loss == LossKind::MiningContrastive {
             // The kinship-verification paper's mining loss settings.
-            (h.alpha, h.beta, h.lambda, h.epsilon) = (0.2, 3.1, 1.5, 1.0);
+            (h.loss.alpha, h.loss.beta, h.loss.lambda, h.loss.epsilon) = (0.2, 3.1, 1.5, 1.0);
         }
         h
     }
@@ -194,6 +131,8 @@ pub enum TrainingError {
     DeviceUnavailable(String),
     #[error("tensor computation failed: {0}")]
     Tensor(#[from] candle_core::Error),
+    #[error(transparent)]
+    Load(#[from] siamese::LoadError),
     #[error("cannot write model files: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -239,22 +178,22 @@ impl Training {
     /// Checks the request, gathers and splits its pairs, loads their inputs and starts the job.
     /// Returns the job id; the model id is on the job.
     pub fn start_training(&self, request: TrainRequest, created_by: u64) -> Result<u64, TrainingError> {
-        let plan = job::plan_training(self, request)?;
-        let device_name = crate::descriptor::device_name(&plan.device);
+        let plan = run::plan_training(self, request)?;
+        let device_name = crate::models::descriptor::device_name(&plan.device);
         let handle = self.jobs.start(JobKind::Training, created_by, &plan.model_id, &device_name)?;
         let id = handle.id();
         let training = self.clone();
-        self.jobs.spawn(handle, "train", move |handle| job::run_training(&training, handle, plan));
+        self.jobs.spawn(handle, "train", move |handle| run::run_training(&training, handle, plan));
         Ok(id)
     }
 
     /// Evaluates a trained model or the descriptor on a pair set; returns the job id.
     pub fn start_evaluation(&self, model_id: &str, data: DataSource, created_by: u64) -> Result<u64, TrainingError> {
-        let plan = job::plan_evaluation(self, model_id, data)?;
+        let plan = run::plan_evaluation(self, model_id, data)?;
         let handle = self.jobs.start(JobKind::Evaluation, created_by, &plan.model_id, "cpu")?;
         let id = handle.id();
         let training = self.clone();
-        self.jobs.spawn(handle, "evaluate", move |handle| job::run_evaluation(&training, handle, plan));
+        self.jobs.spawn(handle, "evaluate", move |handle| run::run_evaluation(&training, handle, plan));
         Ok(id)
     }
 
@@ -286,10 +225,5 @@ impl Training {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!(model = %record.id, error = %e, "cannot remove a deleted model's weights"),
         }
-    }
-
-    /// Loads a trained model's network onto the CPU.
-    pub fn load_model(&self, record: &ModelRecord) -> Result<Siamese, TrainingError> {
-        job::load(record, &Device::Cpu)
     }
 }

@@ -238,3 +238,44 @@ async fn racing_annotators_never_over_vote_or_lose_votes() {
         assert_eq!(label.majority, if similar >= 2 { SIMILAR } else { DISSIMILAR });
     }
 }
+
+/// Deleting an image withdraws its pending pairs from the labeling pool at once: the lease an
+/// annotator holds on such a pair is gone, and asking for tasks until the batch is done never
+/// meets a pair whose face no longer exists (before, each lease expiry handed the orphan out
+/// again and `NextTask` answered NOT_FOUND).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_image_withdraws_its_pending_pairs_from_labeling() {
+    let server = TestServer::start_with(|c| c.lease_seconds = 2).await;
+    let researcher = server.admin().await;
+    let proposal = demo_pairs(&researcher, 4, 5, 10).await;
+    let batch_id = proposal.batch_ids[0];
+    let [annotator]: [Client; 1] = annotators(&server, &["ann-del"]).await.try_into().ok().unwrap();
+
+    let held = next(&annotator).await;
+    let victim = pair(&researcher, held.pair_id).await.image_a;
+    let deleted = researcher.datasets().delete_image(pb::DeleteImageRequest { image_id: victim }).await.unwrap();
+    let removed = deleted.into_inner().pairs_removed;
+    assert!(removed >= 1, "the held pair goes with its image");
+    let err = vote(&annotator, held.lease_id, SIMILAR).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "the lease on a withdrawn pair is gone: {}", err.message());
+
+    // Let every lease expire, then label until the batch is done: no error, no withdrawn pair.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut voted = HashSet::new();
+    for _ in 0..20 {
+        let task = annotator.labeling().next_task(pb::NextTaskRequest { batch_id }).await;
+        let task = task.unwrap_or_else(|e| panic!("NextTask failed after the deletion: {e:?}")).into_inner();
+        if task.done {
+            break;
+        }
+        let shown = pair(&researcher, task.pair_id).await;
+        assert!(shown.image_a != victim && shown.image_b != victim, "pair {} shows the deleted image", task.pair_id);
+        tokio::time::sleep(Duration::from_millis(1050)).await;
+        assert!(vote(&annotator, task.lease_id, DISSIMILAR).await.unwrap());
+        voted.insert(task.pair_id);
+    }
+    let progress = researcher.labeling().get_batch_progress(pb::GetBatchProgressRequest { batch_id }).await;
+    let total: u64 = progress.unwrap().into_inner().pairs_by_votes.iter().sum();
+    assert_eq!(voted.len() as u64, total, "every remaining pair of the batch was offered once");
+    assert_eq!(total, 5 - u64::from(removed));
+}

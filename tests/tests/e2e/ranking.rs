@@ -7,10 +7,10 @@ use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 use facesim_client::{pb, Client};
-use facesim_tests::{demo_subset, import_demo, wait_for_job, TestServer};
+use facesim_tests::{demo_pair_list, demo_subset, import_demo, wait_for_job, TestServer};
 use tonic::Code;
 
-use super::training::{demo_pair_list, hyper, train};
+use super::training::{hyper, train};
 
 fn face(id: u64) -> Option<pb::FaceInput> {
     Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(id)) })

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use facesim_client::crowd::{annotator_clients, run_crowd, CrowdConfig, Truth};
 use facesim_client::{pb, Client};
-use facesim_tests::{demo_pairs, demo_subset, import_demo, wait_for_job, TestServer};
+use facesim_tests::{demo_pair_list, demo_pairs, import_demo, wait_for_job, TestServer};
 use tonic::Code;
 
 pub(crate) fn hyper(epochs: u32, batch_size: u32, seed: u64) -> Option<pb::Hyperparameters> {
@@ -30,39 +30,6 @@ pub(crate) async fn train(client: &Client, request: pb::StartTrainingRequest) ->
     let job = last.unwrap();
     assert_eq!(job.state, pb::JobState::Succeeded as i32, "{}", job.message);
     (job, epochs)
-}
-
-/// An LFW-format pair list over the demo faces of the first `identities` people: every
-/// same-person pair of consecutive images and as many different-person pairs.
-pub(crate) fn demo_pair_list(identities: usize) -> String {
-    let files = demo_subset(identities);
-    let mut people: Vec<(String, Vec<u32>)> = Vec::new();
-    for entry in &files {
-        let stem = entry.file_name.rsplit('/').next().unwrap().split('.').next().unwrap();
-        let number: u32 = stem.rsplit('_').next().unwrap().parse().unwrap();
-        match people.last_mut() {
-            Some((name, numbers)) if *name == entry.identity => numbers.push(number),
-            _ => people.push((entry.identity.clone(), vec![number])),
-        }
-    }
-    let mut same = Vec::new();
-    for (name, numbers) in &people {
-        for w in numbers.windows(2) {
-            same.push(format!("{name}\t{}\t{}", w[0], w[1]));
-        }
-    }
-    let mut different = Vec::new();
-    'outer: for (i, (a, na)) in people.iter().enumerate() {
-        for (b, nb) in &people[i + 1..] {
-            for (x, y) in na.iter().zip(nb) {
-                if different.len() == same.len() {
-                    break 'outer;
-                }
-                different.push(format!("{a}\t{x}\t{b}\t{y}"));
-            }
-        }
-    }
-    format!("{}\n{}\n{}\n", same.len(), same.join("\n"), different.join("\n"))
 }
 
 fn check_scores(s: &pb::ModelScores) {

@@ -1,24 +1,23 @@
 //! The training and evaluation jobs: checked and prepared on the caller's thread (so bad
 //! requests fail at once with a precise error), then run on a job thread.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use facesim_metrics as metrics;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::data::{self, Inputs, LabelledPair, TEST, TRAIN, VALIDATION};
 use super::optim::Optimizer;
-use super::{
-    metrics, nets, Architecture, DataSource, Hyperparameters, LossKind, OptimizerKind, Siamese, TrainRequest, Training,
-    TrainingError,
-};
-use crate::descriptor;
+use super::{DataSource, Hyperparameters, OptimizerKind, TrainRequest, Training, TrainingError};
 use crate::jobs::JobHandle;
-use crate::ranking::DESCRIPTOR_THRESHOLD;
+use crate::models::descriptor;
+use crate::models::siamese::{self, nets, Architecture, LossKind, Siamese};
 use crate::store::{now_millis, EpochRecord, EvaluationRecord, ModelRecord, PairSetRecord, ScoresRecord};
+use crate::vectors::{self, COSINE, EUCLIDEAN};
 
 /// Fewest pairs a training run accepts: enough for every split to hold both classes.
 pub const MIN_PAIRS: usize = 20;
@@ -53,11 +52,11 @@ fn check_hyper(h: &Hyperparameters) -> Result<(), TrainingError> {
     for (name, value) in [
         ("learning_rate", h.learning_rate),
         ("momentum", h.momentum),
-        ("margin", h.margin),
-        ("alpha", h.alpha),
-        ("beta", h.beta),
-        ("lambda", h.lambda),
-        ("epsilon", h.epsilon),
+        ("margin", h.loss.margin),
+        ("alpha", h.loss.alpha),
+        ("beta", h.loss.beta),
+        ("lambda", h.loss.lambda),
+        ("epsilon", h.loss.epsilon),
     ] {
         if !value.is_finite() || value < 0.0 {
             return bad(format!("{name} must be a finite number >= 0, got {value}"));
@@ -90,11 +89,11 @@ fn hyperparameters(request: &TrainRequest, loss: LossKind) -> Result<Hyperparame
     set_u32(&mut h.batch_size, o.batch_size);
     set(&mut h.learning_rate, o.learning_rate);
     set(&mut h.momentum, o.momentum);
-    set(&mut h.margin, o.margin);
-    set(&mut h.alpha, o.alpha);
-    set(&mut h.beta, o.beta);
-    set(&mut h.lambda, o.lambda);
-    set(&mut h.epsilon, o.epsilon);
+    set(&mut h.loss.margin, o.margin);
+    set(&mut h.loss.alpha, o.alpha);
+    set(&mut h.loss.beta, o.beta);
+    set(&mut h.loss.lambda, o.lambda);
+    set(&mut h.loss.epsilon, o.epsilon);
     h.seed = if o.seed != 0 {
         o.seed
     } else {
@@ -291,7 +290,7 @@ fn validate(
     let (mut out, mut loss_sum) = (Vec::with_capacity(chosen.len()), 0.0);
     for part in chosen.chunks(SCORE_BATCH) {
         let (xa, xb, y) = batch_tensors(inputs, pairs, part, device)?;
-        let (d, loss) = model.distances_and_loss(&xa, &xb, &y, hyper)?;
+        let (d, loss) = model.distances_and_loss(&xa, &xb, &y, &hyper.loss)?;
         out.extend(d.to_vec1::<f32>()?.into_iter().map(f64::from));
         loss_sum += per_pair(model, f64::from(loss.to_scalar::<f32>()?), part.len()) * part.len() as f64;
     }
@@ -318,7 +317,7 @@ fn descriptor_distances(vectors: &Inputs, pairs: &[LabelledPair], chosen: &[usiz
         .iter()
         .map(|&i| {
             let (a, b) = (vectors.vector(pairs[i].image_a), vectors.vector(pairs[i].image_b));
-            f64::from(descriptor::euclidean(a, b))
+            f64::from(vectors::euclidean(a, b))
         })
         .collect()
 }
@@ -387,7 +386,7 @@ fn train(training: &Training, handle: &JobHandle, plan: &TrainingPlan) -> Result
                 return Ok(Outcome::Stopped(format!("stopped in epoch {epoch} of {epochs}; no model was stored")));
             }
             let (xa, xb, y) = batch_tensors(inputs, pairs, chunk, device)?;
-            let loss = model.loss(&xa, &xb, &y, hyper)?;
+            let loss = model.loss(&xa, &xb, &y, &hyper.loss)?;
             let value = f64::from(loss.to_scalar::<f32>()?);
             if !value.is_finite() {
                 return Err(TrainingError::Diverged(format!(
@@ -441,12 +440,12 @@ fn train(training: &Training, handle: &JobHandle, plan: &TrainingPlan) -> Result
     // The kept weights are the epoch with the best validation AUC.
     model.reload(&best_path)?;
     let validation_distances = distances(&model, inputs, pairs, &validation_idx, device)?;
-    let threshold = metrics::best_threshold(&validation_distances, &validation_same);
+    let threshold = metrics::best_mcc_threshold(&validation_distances, &validation_same);
     let test_distances = distances(&model, inputs, pairs, &test_idx, device)?;
     let test_same = same_of(pairs, &test_idx);
     let scores = scores_of(&plan.model_id, &test_distances, &test_same, threshold);
     let baseline_threshold =
-        metrics::best_threshold(&descriptor_distances(&plan.vectors, pairs, &validation_idx), &validation_same);
+        metrics::best_mcc_threshold(&descriptor_distances(&plan.vectors, pairs, &validation_idx), &validation_same);
     let baseline = scores_of(
         descriptor::MODEL_ID,
         &descriptor_distances(&plan.vectors, pairs, &test_idx),
@@ -495,20 +494,6 @@ fn train(training: &Training, handle: &JobHandle, plan: &TrainingPlan) -> Result
     };
     training.store.insert_model(&model_record, &evaluation)?;
     Ok(Outcome::Done(Box::new(model_record)))
-}
-
-/// The API's `DistanceMetric` numbers.
-pub const EUCLIDEAN: i32 = 1;
-pub const COSINE: i32 = 2;
-
-/// Loads a registered model's network.
-pub fn load(record: &ModelRecord, device: &Device) -> Result<Siamese, TrainingError> {
-    let architecture = Architecture::from_number(record.architecture)
-        .ok_or_else(|| TrainingError::Invalid(format!("model {} has an unknown architecture", record.id)))?;
-    let loss = LossKind::from_number(record.loss)
-        .ok_or_else(|| TrainingError::Invalid(format!("model {} has an unknown loss", record.id)))?;
-    let input_dim = if record.input_dim == 0 { descriptor::DIM } else { record.input_dim as usize };
-    Ok(Siamese::load(architecture, loss, input_dim, device, Path::new(&record.weights_path))?)
 }
 
 pub struct EvaluationPlan {
@@ -563,12 +548,12 @@ fn evaluate(
     let all: Vec<usize> = (0..pairs.len()).collect();
     let same = same_of(pairs, &all);
     let baseline_distances = descriptor_distances(&plan.vectors, pairs, &all);
-    let baseline = scores_of(descriptor::MODEL_ID, &baseline_distances, &same, f64::from(DESCRIPTOR_THRESHOLD));
+    let baseline = scores_of(descriptor::MODEL_ID, &baseline_distances, &same, f64::from(descriptor::THRESHOLD));
     let scores = match &plan.model {
         None => baseline.clone(),
         Some(record) => {
             let device = Device::Cpu;
-            let model = load(record, &device)?;
+            let model = siamese::load(record, &device)?;
             let images;
             let inputs = if record.architecture == Architecture::SiameseCnn as i32 {
                 images = Inputs::images(&training.datasets, &image_ids(pairs), nets::CNN_SIDE)?;

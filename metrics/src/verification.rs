@@ -1,7 +1,8 @@
 //! Verification metrics over scored pairs, where a score is a distance (smaller means
 //! "similar") and a pair is predicted similar when its distance is at most the threshold:
 //! ROC curve, ROC-AUC (Mann-Whitney, ties count one half), Matthews correlation coefficient,
-//! accuracy and the threshold chosen on a validation set.
+//! accuracy, the thresholds chosen on a validation set (best MCC, best accuracy) and k-fold
+//! accuracy as in the LFW protocol.
 
 /// ROC-AUC: the probability that a random similar pair is nearer than a random dissimilar one.
 /// `None` when either class is missing.
@@ -55,6 +56,7 @@ fn mcc_of(tp: f64, fp: f64, tn: f64, fn_: f64) -> f64 {
     }
 }
 
+/// Share of pairs classified right at `threshold`.
 pub fn accuracy(distances: &[f64], same: &[bool], threshold: f64) -> f64 {
     let (tp, _, tn, _) = confusion(distances, same, threshold);
     (tp + tn) as f64 / distances.len().max(1) as f64
@@ -62,7 +64,7 @@ pub fn accuracy(distances: &[f64], same: &[bool], threshold: f64) -> f64 {
 
 /// The threshold with the highest MCC on these pairs: midpoints between neighbouring distinct
 /// distances are tried (and one below all); the smallest best one wins.
-pub fn best_threshold(distances: &[f64], same: &[bool]) -> f64 {
+pub fn best_mcc_threshold(distances: &[f64], same: &[bool]) -> f64 {
     let order = sorted(distances);
     let positives = same.iter().filter(|&&s| s).count() as f64;
     let negatives = same.len() as f64 - positives;
@@ -116,6 +118,55 @@ pub fn roc_curve(distances: &[f64], same: &[bool], max_points: usize) -> Vec<(f6
     points
 }
 
+/// The threshold with the best accuracy on these pairs (midpoints between neighbouring
+/// distances are tried; the smallest best one wins), and that accuracy.
+pub fn best_accuracy_threshold(distances: &[f64], same: &[bool]) -> (f64, f64) {
+    let mut order: Vec<usize> = (0..distances.len()).collect();
+    order.sort_by(|&a, &b| distances[a].total_cmp(&distances[b]));
+    // Threshold below everything: every pair predicted different.
+    let mut right = same.iter().filter(|&&s| !s).count() as i64;
+    let first = order.first().map(|&i| distances[i] - 1.0).unwrap_or(0.0);
+    let (mut best_t, mut best_right) = (first, right);
+    let mut k = 0;
+    while k < order.len() {
+        let d = distances[order[k]];
+        // Move every pair at distance d to "predicted same".
+        while k < order.len() && distances[order[k]] == d {
+            right += if same[order[k]] { 1 } else { -1 };
+            k += 1;
+        }
+        if right > best_right {
+            let next = order.get(k).map(|&i| distances[i]).unwrap_or(d + 1.0);
+            best_t = (d + next) / 2.0;
+            best_right = right;
+        }
+    }
+    (best_t, best_right as f64 / distances.len().max(1) as f64)
+}
+
+/// Accuracy of each fold when the threshold is chosen on all the other folds.
+pub fn k_fold_accuracy(distances: &[f64], same: &[bool], fold_of: &[usize], folds: usize) -> Vec<(f64, f64)> {
+    (0..folds)
+        .map(|k| {
+            let split = |test: bool| -> (Vec<f64>, Vec<bool>) {
+                (0..distances.len()).filter(|&i| (fold_of[i] == k) == test).map(|i| (distances[i], same[i])).unzip()
+            };
+            let (train_d, train_s) = split(false);
+            let (test_d, test_s) = split(true);
+            let (threshold, _) = best_accuracy_threshold(&train_d, &train_s);
+            (threshold, accuracy(&test_d, &test_s, threshold))
+        })
+        .collect()
+}
+
+/// Mean and sample standard deviation.
+pub fn mean_std(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (mean, var.sqrt())
+}
+
 fn sorted(distances: &[f64]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..distances.len()).collect();
     order.sort_by(|&a, &b| distances[a].total_cmp(&distances[b]));
@@ -159,12 +210,12 @@ mod tests {
 
     #[test]
     fn the_chosen_threshold_has_the_best_mcc() {
-        let t = best_threshold(&D, &Y);
+        let t = best_mcc_threshold(&D, &Y);
         let best = mcc(&D, &Y, t);
         for &candidate in &[0.0, 0.15, 0.25, 0.35, 0.45, 0.6, 0.675, 0.75, 0.85, 1.0, 1.2, 2.0] {
             assert!(mcc(&D, &Y, candidate) <= best + 1e-12, "{candidate} beats {t}");
         }
-        assert_eq!(best_threshold(&[0.1, 0.2, 0.5, 0.6], &[true, true, false, false]), 0.35);
+        assert_eq!(best_mcc_threshold(&[0.1, 0.2, 0.5, 0.6], &[true, true, false, false]), 0.35);
     }
 
     #[test]
@@ -176,5 +227,48 @@ mod tests {
         let area: f64 = roc.windows(2).map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0).sum();
         assert!((area - roc_auc(&D, &Y).unwrap()).abs() < 1e-12);
         assert_eq!(roc_curve(&D, &Y, 3).len(), 3);
+    }
+
+    // Reference value from scikit-learn 1.9.1 (0.92, also 23 of 25 ordered pairs by hand):
+    //   from sklearn.metrics import roc_auc_score
+    //   d = [0.2, 0.9, 0.4, 0.4, 1.3, 0.7, 0.3, 1.1, 0.4, 0.8]
+    //   y = [1,   0,   1,   0,   0,   1,   1,   0,   1,   0]
+    //   roc_auc_score(y, [-x for x in d])
+    const D10: [f64; 10] = [0.2, 0.9, 0.4, 0.4, 1.3, 0.7, 0.3, 1.1, 0.4, 0.8];
+    const Y10: [bool; 10] = [true, false, true, false, false, true, true, false, true, false];
+    const SKLEARN_AUC: f64 = 0.92;
+
+    #[test]
+    fn auc_matches_scikit_learn_on_a_second_set() {
+        let auc = roc_auc(&D10, &Y10).unwrap();
+        assert!((auc - SKLEARN_AUC).abs() < 1e-12, "{auc}");
+        assert_eq!(roc_auc(&[0.1, 0.2], &[true, true]), None);
+        assert_eq!(roc_auc(&[0.1, 0.2], &[true, false]), Some(1.0));
+        assert_eq!(roc_auc(&[0.2, 0.1], &[true, false]), Some(0.0));
+    }
+
+    #[test]
+    fn best_threshold_separates_when_possible() {
+        let (t, acc) = best_accuracy_threshold(&[0.1, 0.2, 0.5, 0.6], &[true, true, false, false]);
+        assert_eq!((t, acc), (0.35, 1.0));
+        let (t, acc) = best_accuracy_threshold(&D10, &Y10);
+        assert!((accuracy(&D10, &Y10, t) - acc).abs() < 1e-12);
+        // Only the different pair at 0.4 is on the wrong side of 0.75 = (0.7 + 0.8) / 2.
+        assert_eq!((t, acc), (0.75, 0.9));
+    }
+
+    #[test]
+    fn folds_choose_thresholds_elsewhere() {
+        let fold_of: Vec<usize> = (0..10).map(|i| i % 2).collect();
+        let per_fold = k_fold_accuracy(&D10, &Y10, &fold_of, 2);
+        assert_eq!(per_fold.len(), 2);
+        for (k, (t, acc)) in per_fold.iter().enumerate() {
+            let test: Vec<usize> = (0..10).filter(|i| i % 2 == k).collect();
+            let d: Vec<f64> = test.iter().map(|&i| D10[i]).collect();
+            let y: Vec<bool> = test.iter().map(|&i| Y10[i]).collect();
+            assert_eq!(*acc, accuracy(&d, &y, *t));
+        }
+        let (mean, std) = mean_std(&[0.9, 0.8, 1.0]);
+        assert!((mean - 0.9).abs() < 1e-12 && (std - 0.1).abs() < 1e-12);
     }
 }

@@ -1,13 +1,113 @@
-//! A Siamese model: one tower with shared weights applied to both faces of a pair, the loss it
-//! is trained with, and the distance it scores pairs by.
+//! The Siamese networks trained on crowd labels: one tower with shared weights applied to both
+//! faces of a pair (the image CNN or the GAML net on descriptor vectors), the loss it is trained
+//! with, and the distance it scores pairs by. Training (`crate::training`) fits them; this module
+//! is everything needed to build, load, run and score one.
+//!
+//! `nets` holds the layers and towers, `conv` and `dense` the fused CPU ops behind them, `loss`
+//! the losses, `input` the tensors the networks take.
+
+mod conv;
+mod dense;
+pub mod input;
+pub mod loss;
+pub mod nets;
+mod storage;
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 
 use candle_core::{Device, Module, Tensor, Var};
 use candle_nn::VarMap;
+use serde::{Deserialize, Serialize};
 
-use super::nets::{self, Builder, CnnTower, GamlTower, Head, EMBEDDING_DIM};
-use super::{loss, Architecture, Hyperparameters, LossKind};
+use nets::{Builder, CnnTower, GamlTower, Head, EMBEDDING_DIM};
+
+/// The architectures. Numbers match the API's `Architecture`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Architecture {
+    SiameseCnn = 1,
+    SiameseGaml = 2,
+}
+
+impl Architecture {
+    pub fn from_number(n: i32) -> Option<Self> {
+        [Architecture::SiameseCnn, Architecture::SiameseGaml].into_iter().find(|a| *a as i32 == n)
+    }
+
+    /// The prefix of model ids of this architecture.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Architecture::SiameseCnn => "cnn",
+            Architecture::SiameseGaml => "gaml",
+        }
+    }
+}
+
+/// The losses. Numbers match the API's `LossFunction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LossKind {
+    Contrastive = 1,
+    GeometryAware = 2,
+    MiningContrastive = 3,
+    HeadBce = 4,
+    HeadFocal = 5,
+}
+
+impl LossKind {
+    pub fn from_number(n: i32) -> Option<Self> {
+        use LossKind::*;
+        [Contrastive, GeometryAware, MiningContrastive, HeadBce, HeadFocal].into_iter().find(|l| *l as i32 == n)
+    }
+
+    /// Whether models trained with this loss score pairs with a learned head.
+    pub fn has_head(self) -> bool {
+        matches!(self, LossKind::HeadBce | LossKind::HeadFocal)
+    }
+}
+
+/// The settings of the losses (a training run's hyper-parameters hold them, flattened into the
+/// same JSON object).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LossSettings {
+    /// τ of the contrastive and geometry-aware losses.
+    pub margin: f64,
+    /// GAML's α, or the mining loss's weight of similar pairs.
+    pub alpha: f64,
+    /// The mining loss's weight of dissimilar pairs.
+    pub beta: f64,
+    /// The mining loss's similarity threshold.
+    pub lambda: f64,
+    /// The mining loss's mining margin.
+    pub epsilon: f64,
+    /// γ of the focal loss.
+    pub focal_gamma: f64,
+}
+
+/// Why a stored model cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("model {id} has an unknown {what} number {number}")]
+    Unknown { id: String, what: &'static str, number: i32 },
+    #[error("cannot read the weights of model {id}: {source}")]
+    Weights {
+        id: String,
+        #[source]
+        source: Box<candle_core::Error>,
+    },
+}
+
+/// Loads a registered model's network (its best weights) onto `device`. `input_dim` 0 in the
+/// record means the descriptor's dimension.
+pub fn load(record: &crate::store::ModelRecord, device: &Device) -> Result<Siamese, LoadError> {
+    let unknown = |what, number| LoadError::Unknown { id: record.id.clone(), what, number };
+    let architecture =
+        Architecture::from_number(record.architecture).ok_or(unknown("architecture", record.architecture))?;
+    let loss = LossKind::from_number(record.loss).ok_or(unknown("loss", record.loss))?;
+    let input_dim = if record.input_dim == 0 { super::descriptor::DIM } else { record.input_dim as usize };
+    Siamese::load(architecture, loss, input_dim, device, Path::new(&record.weights_path))
+        .map_err(|source| LoadError::Weights { id: record.id.clone(), source: Box::new(source) })
+}
 
 #[derive(Clone)]
 enum Tower {
@@ -39,7 +139,7 @@ impl Siamese {
             Architecture::SiameseGaml => Tower::Gaml(GamlTower::new(&mut builder, input_dim)?),
         };
         let head = match loss {
-            LossKind::HeadBce | LossKind::HeadFocal => Some(Head::new(&mut builder, EMBEDDING_DIM)?),
+            _ if loss.has_head() => Some(Head::new(&mut builder, EMBEDDING_DIM)?),
             _ => None,
         };
         Ok(Siamese { architecture, loss, tower, head, vars })
@@ -102,7 +202,7 @@ impl Siamese {
     }
 
     /// The loss of a batch of pairs with targets `y`.
-    pub fn loss(&self, xa: &Tensor, xb: &Tensor, y: &Tensor, h: &Hyperparameters) -> candle_core::Result<Tensor> {
+    pub fn loss(&self, xa: &Tensor, xb: &Tensor, y: &Tensor, h: &LossSettings) -> candle_core::Result<Tensor> {
         let (fa, fb) = self.both_sides(xa, xb)?;
         self.loss_of(fa, fb, xa, xb, y, h)
     }
@@ -119,7 +219,7 @@ impl Siamese {
         xa: &Tensor,
         xb: &Tensor,
         y: &Tensor,
-        h: &Hyperparameters,
+        h: &LossSettings,
     ) -> candle_core::Result<(Tensor, Tensor)> {
         let (fa, fb) = self.both_sides(xa, xb)?;
         let (fa, fb) = (fa.detach(), fb.detach());
@@ -133,7 +233,7 @@ impl Siamese {
         xa: &Tensor,
         xb: &Tensor,
         y: &Tensor,
-        h: &Hyperparameters,
+        h: &LossSettings,
     ) -> candle_core::Result<Tensor> {
         match self.loss {
             LossKind::Contrastive => {

@@ -1,9 +1,9 @@
-//! Runs the real `facesim-server` binary for the process-level tests (kill -9, logs): start on
-//! an ephemeral port, read the address it logs, kill it with SIGKILL, and small API helpers.
-#![allow(dead_code)]
+//! Runs the real `facesim-server` binary for the process-level tests (kill -9, crashes, logs,
+//! memory): start on an ephemeral port, read the address it logs, kill it with SIGKILL, and
+//! small API helpers over raw generated clients.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -37,6 +37,25 @@ impl Drop for Server {
     }
 }
 
+/// The `facesim-server` binary of this build: `FACESIM_SERVER_BIN` when set, else the one cargo
+/// built next to the running test (`target/<profile>/facesim-server`; the server's own
+/// integration tests make cargo build it first).
+pub fn server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("FACESIM_SERVER_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test> → target/<profile>/facesim-server
+    let profile_dir = exe.parent().and_then(Path::parent).expect("a test binary inside target/<profile>/deps");
+    let binary = profile_dir.join(format!("facesim-server{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} is not built; run the server crate's tests or set FACESIM_SERVER_BIN",
+        binary.display()
+    );
+    binary
+}
+
 /// Starts the binary on an ephemeral port and returns it with the address it logged. With
 /// `keep_log` the log is drained for the server's lifetime; without it the pipe is closed.
 pub fn start(data_dir: &Path, keep_log: bool) -> (Server, String) {
@@ -60,7 +79,7 @@ pub enum Log {
 
 /// Starts the binary with `RUST_LOG=filter` and the log handled as `log` says.
 pub fn start_logging(data_dir: &Path, log: Log, filter: &str, extra: &[&str]) -> (Server, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_facesim-server"))
+    let mut child = Command::new(server_binary())
         .args(["--addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .args(extra)
@@ -120,7 +139,7 @@ pub fn demo_messages() -> Vec<pb::ImportImagesRequest> {
 }
 
 pub fn person_messages(person: &str) -> Vec<pb::ImportImagesRequest> {
-    let demo = demo_dir().join(person);
+    let demo = crate::demo_dir().join(person);
     let mut files: Vec<_> = std::fs::read_dir(&demo).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     files
@@ -146,14 +165,9 @@ pub async fn finished_job(url: &str, job_id: u64) -> pb::Job {
     }
 }
 
-/// The bundled demo faces' folder.
-pub fn demo_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/lfw-demo")
-}
-
 /// The first `n` people of the demo faces (sorted by name).
 pub fn demo_people(n: usize) -> Vec<String> {
-    let mut people: Vec<String> = std::fs::read_dir(demo_dir())
+    let mut people: Vec<String> = std::fs::read_dir(crate::demo_dir())
         .unwrap()
         .map(|e| e.unwrap())
         .filter(|e| e.path().is_dir())

@@ -17,7 +17,7 @@ use candle_nn::VarMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::conv;
+use super::conv::{self, max_pool_2x2, same_padding};
 use super::dense::{dense, Activation};
 
 /// Side of the CNN's square RGB input.
@@ -117,19 +117,6 @@ impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         dense(x, &self.weight, &self.bias, Activation::Identity)
     }
-}
-
-/// 2x2 max-pooling with stride 2 whose gradient goes, whole, to the window's maximum.
-pub fn max_pool_2x2(x: &Tensor) -> candle_core::Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    x.reshape((n, c, h / 2, 2, w / 2, 2))?.max(5)?.max(3)
-}
-
-/// Zero padding of a 'same' convolution: (before, after) for one side.
-pub fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize) {
-    let output = input.div_ceil(stride);
-    let total = ((output - 1) * stride + kernel).saturating_sub(input);
-    (total / 2, total - total / 2)
 }
 
 /// A 'same'-padded convolution with bias.

@@ -20,17 +20,19 @@ use std::sync::OnceLock;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::nets::same_padding;
+use super::storage::values;
 
-/// The contiguous f32 values of a CPU tensor's storage.
-pub(super) fn values<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(all) = storage else {
-        bail!("{op}: f32 values expected");
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&all[start..end]),
-        None => bail!("{op}: a contiguous tensor expected"),
-    }
+/// 2x2 max-pooling with stride 2 whose gradient goes, whole, to the window's maximum.
+pub fn max_pool_2x2(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    x.reshape((n, c, h / 2, 2, w / 2, 2))?.max(5)?.max(3)
+}
+
+/// Zero padding of a 'same' convolution: (before, after) for one side.
+pub fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize) {
+    let output = input.div_ceil(stride);
+    let total = ((output - 1) * stride + kernel).saturating_sub(input);
+    (total / 2, total - total / 2)
 }
 
 /// `n` zeros, written by the caller's thread rather than asked of the allocator as zeroed
@@ -574,7 +576,7 @@ mod tests {
             let what = format!("{n} images {h}x{w} k{k} s{stride}");
             let ours = fused_block(x.as_tensor(), weight.as_tensor(), bias.as_tensor(), stride);
             let conv = candle_conv(x.as_tensor(), weight.as_tensor(), bias.as_tensor(), stride);
-            let reference = crate::training::nets::max_pool_2x2(&conv.permute((0, 3, 1, 2)).unwrap().relu().unwrap())
+            let reference = max_pool_2x2(&conv.permute((0, 3, 1, 2)).unwrap().relu().unwrap())
                 .unwrap()
                 .permute((0, 2, 3, 1))
                 .unwrap();
