@@ -15,7 +15,7 @@ trap 'rm -rf "$work"' EXIT
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     dlib-bin==20.0.1.post1 face-recognition-models==0.3.0 numpy
 (cd tools/faceapi-reference && npm ci --no-audit --no-fund --silent)
-cargo build --release --quiet -p facesim-server --example descriptor_inputs --example bench_descriptor
+cargo build --release --quiet --example descriptor_inputs --example bench_descriptor
 
 ./target/release/examples/descriptor_inputs "$work/inputs" >/dev/null
 results="$work/results.jsonl"

@@ -17,7 +17,7 @@ mkdir -p "$cache"
 export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads
 
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore faiss-cpu==1.15.1 numpy
-cargo build --release --quiet -p facesim-server --example lfw_embeddings --example bench_pairs
+cargo build --release --quiet --example lfw_embeddings --example bench_pairs
 
 if [ ! -f "$cache/lfw.f32" ]; then
     ./target/release/examples/lfw_embeddings ../shared/datasets/lfw/images_deepfunneled "$cache/lfw.tmp"

@@ -23,9 +23,7 @@ cache=bench/cache
 threads=$(nproc)
 mkdir -p "$cache"
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore faiss-cpu==1.15.1 numpy
-cargo build --release --quiet -p facesim-server --example bench_rank_index --example lfw_embeddings \
-    --bin facesim-server
-cargo build --release --quiet -p facesim-client --bin facesim
+cargo build --release --quiet --example bench_rank_index --example lfw_embeddings --bin facesim-server --bin facesim
 if [ ! -f "$cache/lfw.f32" ]; then
     ./target/release/examples/lfw_embeddings ../shared/datasets/lfw/images_deepfunneled "$cache/lfw.tmp"
     mv "$cache/lfw.tmp.ids" "$cache/lfw.ids" && mv "$cache/lfw.tmp.f32" "$cache/lfw.f32"

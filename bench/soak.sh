@@ -17,7 +17,7 @@ port=50$((RANDOM % 900 + 100))
 cleanup() { [ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
-cargo build --release --quiet -p facesim-server -p facesim-client
+cargo build --release --quiet --bin facesim-server --bin facesim
 FACESIM_ADMIN_TOKEN=$token ./target/release/facesim-server --demo --data-dir "$work/data" \
     --addr "127.0.0.1:$port" 2>"$work/server.log" &
 server_pid=$!

@@ -48,7 +48,7 @@ PY
     mv "$cache/lfw-dev.tmp" "$cache/lfw-dev"
 fi
 
-cargo build --release --quiet -p facesim-server -p facesim-client
+cargo build --release --quiet --bin facesim-server --bin facesim
 FACESIM_ADMIN_TOKEN=$token ./target/release/facesim-server --data-dir "$work/data" --addr "127.0.0.1:$port" \
     2>"$work/server.log" &
 server_pid=$!

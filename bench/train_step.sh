@@ -14,7 +14,7 @@ mkdir -p "$cache"
 python3 -m venv "$cache/venv"
 # PyPI's Linux torch wheel is the CUDA build; it runs on the CPU once its CUDA libraries are there.
 "$cache/venv/bin/pip" install --quiet --disable-pip-version-check torch==2.15.0 numpy==2.4.6
-cargo build --release --quiet -p facesim-server --example bench_train_step
+cargo build --release --quiet --example bench_train_step
 export RAYON_NUM_THREADS=$threads OMP_NUM_THREADS=$threads
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT

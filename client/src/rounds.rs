@@ -83,6 +83,9 @@ pub struct ModelSummary {
     /// The pretrained descriptor on the same test pairs.
     pub baseline_auc: f64,
     pub baseline_mcc: f64,
+    /// The test split by class (similar, dissimilar) and the model's AUC interval, if recorded.
+    pub test_classes: (u64, u64),
+    pub auc_ci: Option<(f64, f64)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -139,6 +142,8 @@ pub async fn report(client: &Client) -> Result<LoopReport, ClientError> {
                 mcc: scores.mcc,
                 baseline_auc: baseline.roc_auc,
                 baseline_mcc: baseline.mcc,
+                test_classes: (scores.similar_pairs, scores.dissimilar_pairs),
+                auc_ci: scores.roc_auc_ci.map(|i| (i.low, i.high)),
             }
         })
         .collect();

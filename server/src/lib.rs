@@ -126,7 +126,7 @@ pub async fn serve(
         store.clone(),
         datasets.clone(),
         registry.clone(),
-        descriptor,
+        descriptor.clone(),
         ranking::IndexOptions {
             approx_min: config.rank_approx_min,
             bench_gallery: config.rank_bench_gallery.clone(),
@@ -152,6 +152,12 @@ pub async fn serve(
         registry: registry.clone(),
         jobs: jobs.clone(),
         training: training.clone(),
+        comparer: models::compare::Comparer {
+            registry: registry.clone(),
+            descriptor: descriptor.clone(),
+            store: store.clone(),
+            datasets: datasets.clone(),
+        },
     };
 
     let addr = listener.local_addr()?;

@@ -253,7 +253,7 @@ async fn activation_killed_leaves_an_active_model_that_serves() {
             let (url, model_id) = (url.clone(), target.clone());
             tokio::spawn(async move {
                 let mut client = ModelServiceClient::connect(url).await.ok()?;
-                client.activate_model(admin(pb::ActivateModelRequest { model_id })).await.ok()
+                client.activate_model(admin(pb::ActivateModelRequest { model_id, force: true })).await.ok()
             })
         };
         // From before the call reaches the server to well into the new model's index build.

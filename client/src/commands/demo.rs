@@ -1,7 +1,8 @@
 //! `facesim demo`: the whole platform in one command. Starts a server on a fresh data dir (or
 //! uses a running one), imports the demo faces, lets the descriptor propose round 1, has
 //! simulated annotators label it through the real API, trains GAML and a short CNN run, activates
-//! the better, lets that model propose round 2 (the pairs it is least sure of), labels it,
+//! the better if it beats the active model on their shared test pairs (the server's guard), lets
+//! the active model propose round 2 (the pairs it is least sure of), labels it,
 //! retrains GAML on both rounds, measures retrieval and ranks some faces, and reports.
 
 use std::path::{Path, PathBuf};
@@ -132,6 +133,28 @@ fn spinner(template: &str) -> ProgressBar {
         .with_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
+}
+
+/// Activates `candidate` if the server's guard finds it better than the active model on their
+/// shared test pairs; otherwise keeps the active one. Says which model it kept and why; returns
+/// the active model.
+pub async fn activate_if_better(client: &Client, candidate: &str) -> anyhow::Result<pb::Model> {
+    let request = pb::ActivateModelRequest { model_id: candidate.to_string(), force: false };
+    match client.models().activate_model(request).await {
+        Ok(model) => {
+            let model = model.into_inner();
+            let why = model.activations.last().and_then(|a| a.comparison.as_ref()).map(|c| c.summary.clone());
+            println!("activated {}: {}", model.id, why.unwrap_or_default());
+            Ok(model)
+        }
+        Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+            let active = client.models().get_active_model(pb::GetActiveModelRequest {}).await;
+            let active = active.map_err(ClientError::from)?.into_inner();
+            println!("kept {}: {}", active.id, status.message());
+            Ok(active)
+        }
+        Err(status) => Err(ClientError::from(status).into()),
+    }
 }
 
 /// Proposes pairs of round `round` with the active model; returns the batches.
@@ -363,20 +386,16 @@ pub async fn run(server: &str, token: Option<&str>, args: DemoArgs) -> anyhow::R
     let auc = |m: &pb::Model| m.scores.as_ref().map_or(0.0, |s| s.roc_auc);
     let better = if auc(&cnn) > auc(&gaml) { cnn.clone() } else { gaml.clone() };
 
-    stage(6, &format!("activate {} (the better test ROC-AUC) and build its ranking index", better.id));
-    client
-        .models()
-        .activate_model(pb::ActivateModelRequest { model_id: better.id.clone() })
-        .await
-        .map_err(ClientError::from)?;
-    wait_until_serving(&client, probe, &better.id).await?;
+    stage(6, &format!("activate {} (the better test ROC-AUC) if it beats the active model", better.id));
+    let active = activate_if_better(&client, &better.id).await?;
+    wait_until_serving(&client, probe, &active.id).await?;
 
-    stage(7, &format!("round 2: {} proposes the pairs it is least sure of; label them", better.id));
+    stage(7, &format!("round 2: {} proposes the pairs it is least sure of; label them", active.id));
     let round2_pairs = (args.round_pairs * 3 / 4).max(20);
     let round2 = round1 + 1;
     // A model with a learned head has no distance threshold: it proposes its nearest pairs.
     let uncertain =
-        !matches!(pb::LossFunction::try_from(better.loss), Ok(pb::LossFunction::HeadBce | pb::LossFunction::HeadFocal));
+        !matches!(pb::LossFunction::try_from(active.loss), Ok(pb::LossFunction::HeadBce | pb::LossFunction::HeadFocal));
     let batches2 = propose(&client, round2, round2_pairs, true, uncertain).await?;
     let votes2 = label_round(&client, &args, &batches2, u64::from(round2_pairs), args.seed + 1).await?;
 
@@ -467,7 +486,7 @@ pub async fn run(server: &str, token: Option<&str>, args: DemoArgs) -> anyhow::R
         "agreement": { "complete_pairs": agreement.complete_pairs, "fleiss_kappa": agreement.fleiss_kappa,
                         "krippendorff_alpha": agreement.krippendorff_alpha, "unanimous_share": agreement.unanimous_share },
         "models": models_json,
-        "activated": better.id,
+        "activated": active.id,
         "retrieval": retrieval_json,
         "ranking": ranked.iter().map(|(id, _, a)| serde_json::json!({
             "image_id": id, "model_id": a.model_id, "results": a.results.len(),

@@ -94,19 +94,24 @@ pub fn format_report(report: &rounds::LoopReport) -> String {
     if report.other_batches > 0 {
         out.push_str(&format!("{} batches belong to no round\n", report.other_batches));
     }
-    out.push_str("\nmodel                rounds    labels  test AUC  MCC     descriptor AUC  MCC\n");
+    out.push_str(
+        "\nmodel                rounds    labels  test pairs  test AUC  95% CI           MCC     descriptor AUC  MCC\n",
+    );
     for m in &report.models {
         let rounds = if m.rounds.is_empty() {
             "-".to_string()
         } else {
             m.rounds.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
         };
+        let ci = m.auc_ci.map_or_else(|| "-".to_string(), |(low, high)| format!("[{low:.3}, {high:.3}]"));
         out.push_str(&format!(
-            "{:<20} {:<8} {:>7}  {:>8.4}  {:>6.3}  {:>14.4}  {:>6.3}{}\n",
+            "{:<20} {:<8} {:>7}  {:>10}  {:>8.4}  {:<15}  {:>6.3}  {:>14.4}  {:>6.3}{}\n",
             m.id,
             rounds,
             m.label_count,
+            format!("{}+{}", m.test_classes.0, m.test_classes.1),
             m.test_pairs_auc,
+            ci,
             m.mcc,
             m.baseline_auc,
             m.baseline_mcc,
@@ -116,5 +121,9 @@ pub fn format_report(report: &rounds::LoopReport) -> String {
     if report.models.is_empty() {
         out.push_str("    (no trained models yet: `facesim train start`)\n");
     }
+    if !report.models.iter().any(|m| m.active) {
+        out.push_str("active model: descriptor/v1 (no trained model was shown better)\n");
+    }
+    out.push_str("test pairs: similar+dissimilar; 95% CI: stratified bootstrap of the test AUC\n");
     out
 }

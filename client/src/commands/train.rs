@@ -153,8 +153,21 @@ pub enum ModelsCommand {
         #[arg(long)]
         plots: Option<PathBuf>,
     },
-    /// Make a model the one ranking uses.
-    Activate { model_id: String },
+    /// Make a model the one ranking uses. Refused unless it is better than the active model on
+    /// their shared labelled test pairs (95% interval of the AUC difference above zero).
+    Activate {
+        model_id: String,
+        /// Activate even when it is not shown better than the active model.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Compare two models on the same labelled test pairs: ROC-AUC of each, the difference with
+    /// its 95% interval, and a verdict.
+    Compare {
+        candidate: String,
+        /// The model to compare with (default: the active one).
+        reference: Option<String>,
+    },
     /// Delete a trained model: its record, weights, embeddings and search graphs (its
     /// evaluations stay listed). Not the descriptor, not the active model.
     Delete { model_id: String },
@@ -405,10 +418,23 @@ pub async fn models(client: &Client, command: ModelsCommand) -> anyhow::Result<(
             }
             Ok(())
         }
-        ModelsCommand::Activate { model_id } => {
-            let request = pb::ActivateModelRequest { model_id };
+        ModelsCommand::Activate { model_id, force } => {
+            let request = pb::ActivateModelRequest { model_id, force };
             let m = client.models().activate_model(request).await.map_err(ClientError::from)?.into_inner();
             println!("{} is now the active model", m.id);
+            if let Some(last) = m.activations.last().and_then(|a| a.comparison.as_ref()) {
+                println!("{}", last.summary);
+            }
+            Ok(())
+        }
+        ModelsCommand::Compare { candidate, reference } => {
+            let request = pb::CompareModelsRequest {
+                candidate_model_id: candidate,
+                reference_model_id: reference.unwrap_or_default(),
+            };
+            let c = client.models().compare_models(request).await.map_err(ClientError::from)?.into_inner();
+            println!("{}", c.summary);
+            println!("verdict: {}", verdict_name(c.verdict));
             Ok(())
         }
         ModelsCommand::Delete { model_id } => {
@@ -464,16 +490,56 @@ pub fn describe(m: &pb::Model) -> String {
     }
     out += &format!("kept epoch:   {} (best validation ROC-AUC)\n", m.best_epoch);
     if let (Some(s), Some(b)) = (&m.scores, &m.baseline) {
-        out += &format!("test split ({} evaluation):\n", m.evaluation_id);
-        out += &format!("  {:<16} {:>8} {:>8} {:>9} {:>10}\n", "model", "ROC-AUC", "MCC", "accuracy", "threshold");
+        out += &format!(
+            "test split ({} evaluation): {} similar, {} dissimilar pairs\n",
+            m.evaluation_id, s.similar_pairs, s.dissimilar_pairs
+        );
+        out += &format!(
+            "  {:<16} {:>8} {:>17} {:>8} {:>17} {:>9} {:>10}\n",
+            "model", "ROC-AUC", "95% CI", "MCC", "95% CI", "accuracy", "threshold"
+        );
         for (name, s) in [(m.id.as_str(), s), ("descriptor/v1", b)] {
             out += &format!(
-                "  {:<16} {:>8.4} {:>8.4} {:>9.4} {:>10.4}\n",
-                name, s.roc_auc, s.mcc, s.accuracy, s.threshold
+                "  {:<16} {:>8.4} {:>17} {:>8.4} {:>17} {:>9.4} {:>10.4}\n",
+                name,
+                s.roc_auc,
+                interval(&s.roc_auc_ci),
+                s.mcc,
+                interval(&s.mcc_ci),
+                s.accuracy,
+                s.threshold
             );
         }
+        if !s.caveat.is_empty() {
+            out += &format!("  note: {}\n", s.caveat);
+        }
+    }
+    for a in &m.activations {
+        let what = match (a.refused, a.forced) {
+            (true, _) => "activation refused",
+            (false, true) => "activated (forced)",
+            (false, false) => "activated",
+        };
+        let why = a.comparison.as_ref().map(|c| c.summary.as_str()).unwrap_or("no comparison possible");
+        out += &format!("{} UTC by {}: {what}: {why}\n", time(&a.time), a.user);
     }
     out
+}
+
+/// `[low, high]` of an interval, or `-` when the evaluation predates intervals.
+pub fn interval(i: &Option<pb::Interval>) -> String {
+    i.as_ref().map_or_else(|| "-".into(), |i| format!("[{:.3}, {:.3}]", i.low, i.high))
+}
+
+/// The verdict of a comparison in words.
+pub fn verdict_name(v: i32) -> &'static str {
+    match pb::ComparisonVerdict::try_from(v) {
+        Ok(pb::ComparisonVerdict::Better) => "better",
+        Ok(pb::ComparisonVerdict::Worse) => "worse",
+        Ok(pb::ComparisonVerdict::NotDistinguishable) => "not distinguishable",
+        Ok(pb::ComparisonVerdict::TooFewPairs) => "too few pairs to tell",
+        _ => "-",
+    }
 }
 
 /// Draws roc.png (model and descriptor) and loss.png (train and validation loss per epoch).

@@ -6,6 +6,7 @@ use crate::auth::AuthError;
 use crate::dataset::DatasetError;
 use crate::jobs::JobError;
 use crate::labeling::LabelingError;
+use crate::models::compare::CompareError;
 use crate::models::descriptor::DescriptorError;
 use crate::models::siamese::LoadError;
 use crate::models::{ModelError, RegistryError};
@@ -13,6 +14,7 @@ use crate::proposal::ProposalError;
 use crate::ranking::RankingError;
 use crate::store::StoreError;
 use crate::training::TrainingError;
+use crate::workflows::ActivationError;
 
 pub fn from_store(error: StoreError) -> Status {
     tracing::error!(%error, "storage failure");
@@ -120,6 +122,7 @@ pub fn from_model(error: ModelError) -> Status {
     match error {
         ModelError::HeadNeedsImages(_) => Status::invalid_argument(message),
         ModelError::Descriptor(e) => from_descriptor(e),
+        ModelError::Dataset(e) => from_dataset(e),
         ModelError::Load(e) => from_load(e),
         ModelError::Tensor(_) => {
             tracing::error!(%message, "model inference failure");
@@ -239,6 +242,36 @@ pub fn from_training(error: TrainingError) -> Status {
 impl From<TrainingError> for Status {
     fn from(error: TrainingError) -> Self {
         from_training(error)
+    }
+}
+
+pub fn from_compare(error: CompareError) -> Status {
+    match error {
+        CompareError::NoSharedPairs(message) => Status::failed_precondition(message),
+        CompareError::Registry(e) => from_registry(e),
+        CompareError::Model(e) => from_model(e),
+    }
+}
+
+impl From<CompareError> for Status {
+    fn from(error: CompareError) -> Self {
+        from_compare(error)
+    }
+}
+
+pub fn from_activation(error: ActivationError) -> Status {
+    let message = error.to_string();
+    match error {
+        ActivationError::NotBetter(_) | ActivationError::NotComparable(_) => Status::failed_precondition(message),
+        ActivationError::Compare(e) => from_compare(e),
+        ActivationError::Registry(e) => from_registry(e),
+        ActivationError::Store(e) => from_store(e),
+    }
+}
+
+impl From<ActivationError> for Status {
+    fn from(error: ActivationError) -> Self {
+        from_activation(error)
     }
 }
 

@@ -12,7 +12,7 @@ use crate::models::descriptor;
 use crate::models::siamese::{Architecture, LossKind};
 use crate::models::Entry;
 use crate::state::AppState;
-use crate::store::{EvaluationRecord, ScoresRecord};
+use crate::store::{ComparisonRecord, EvaluationRecord, ScoresRecord};
 use crate::training::{
     DataSource, HyperparameterOverrides, Hyperparameters, LabelQuery, OptimizerKind, TrainRequest, TEST, TRAIN,
     VALIDATION,
@@ -76,7 +76,36 @@ fn scores(record: &ScoresRecord) -> pb::ModelScores {
             .chunks_exact(3)
             .map(|p| pb::RocPoint { false_positive_rate: p[0], true_positive_rate: p[1], threshold: p[2] })
             .collect(),
+        similar_pairs: record.similar_pairs,
+        dissimilar_pairs: record.dissimilar_pairs,
+        // Records written before intervals were computed have none (both bounds 0).
+        roc_auc_ci: (record.auc_high > 0.0).then_some(pb::Interval { low: record.auc_low, high: record.auc_high }),
+        mcc_ci: (record.auc_high > 0.0).then_some(pb::Interval { low: record.mcc_low, high: record.mcc_high }),
+        caveat: if record.similar_pairs + record.dissimilar_pairs == 0 {
+            String::new()
+        } else {
+            let same: Vec<bool> = std::iter::repeat_n(true, record.similar_pairs as usize)
+                .chain(std::iter::repeat_n(false, record.dissimilar_pairs as usize))
+                .collect();
+            facesim_metrics::confidence::too_few(&same).unwrap_or_default()
+        },
         ..Default::default()
+    }
+}
+
+/// A recorded comparison of two models as the API's message.
+fn comparison(r: &ComparisonRecord) -> pb::ModelComparison {
+    pb::ModelComparison {
+        candidate_model_id: r.candidate.clone(),
+        reference_model_id: r.reference.clone(),
+        similar_pairs: r.similar_pairs,
+        dissimilar_pairs: r.dissimilar_pairs,
+        candidate_roc_auc: r.candidate_auc,
+        reference_roc_auc: r.reference_auc,
+        auc_difference: r.difference,
+        auc_difference_ci: Some(pb::Interval { low: r.difference_low, high: r.difference_high }),
+        verdict: r.verdict,
+        summary: r.summary.clone(),
     }
 }
 
@@ -173,6 +202,17 @@ fn model(entry: &Entry) -> pb::Model {
         train_pair_ids: split_ids(TRAIN),
         validation_pair_ids: split_ids(VALIDATION),
         test_pair_ids: split_ids(TEST),
+        activations: r
+            .activations
+            .iter()
+            .map(|a| pb::ActivationEvent {
+                time: convert::timestamp(a.millis),
+                user: a.user.clone(),
+                forced: a.forced,
+                refused: a.refused,
+                comparison: a.comparison.as_ref().map(comparison),
+            })
+            .collect(),
     }
 }
 
@@ -324,10 +364,25 @@ impl ModelService for ModelApi {
 
     #[instrument(skip_all, fields(model_id = %request.get_ref().model_id))]
     async fn activate_model(&self, request: Request<pb::ActivateModelRequest>) -> Result<Response<pb::Model>, Status> {
-        let id = model_id(&request.get_ref().model_id)?.to_string();
+        let caller = principal(&request)?;
+        let request = request.into_inner();
+        let id = model_id(&request.model_id)?.to_string();
         let workflows = self.state.workflows.clone();
-        let activated = blocking(move || Ok(workflows.activate_model(&id)?)).await?;
+        let activated = blocking(move || Ok(workflows.activate_model(&id, request.force, &caller.user_name)?)).await?;
         Ok(Response::new(model(&activated)))
+    }
+
+    #[instrument(skip_all, fields(candidate = %request.get_ref().candidate_model_id, reference = %request.get_ref().reference_model_id))]
+    async fn compare_models(
+        &self,
+        request: Request<pb::CompareModelsRequest>,
+    ) -> Result<Response<pb::ModelComparison>, Status> {
+        let request = request.into_inner();
+        let candidate = model_id(&request.candidate_model_id)?.to_string();
+        let reference = request.reference_model_id;
+        let workflows = self.state.workflows.clone();
+        let record = blocking(move || Ok(workflows.compare_models(&candidate, &reference)?)).await?;
+        Ok(Response::new(comparison(&record)))
     }
 
     #[instrument(skip_all, fields(model_id = %request.get_ref().model_id))]

@@ -62,6 +62,7 @@ pub const RPC_POLICY: &[(&str, &[Role])] = &[
     ("/facesim.v1.ModelService/GetModel", RANK),
     ("/facesim.v1.ModelService/GetActiveModel", RANK),
     ("/facesim.v1.ModelService/ActivateModel", RESEARCH),
+    ("/facesim.v1.ModelService/CompareModels", RESEARCH),
     ("/facesim.v1.ModelService/DeleteModel", RESEARCH),
     ("/facesim.v1.RankingService/Rank", RANK),
     ("/facesim.v1.RankingService/BatchRank", RANK),

@@ -10,7 +10,7 @@ use image::RgbImage;
 use super::descriptor::{self, Descriptor, DescriptorError};
 use super::siamese::input::{image_tensor, vectors_tensor};
 use super::siamese::{self, nets::CNN_SIDE, Architecture, LoadError, LossKind, Siamese};
-use crate::dataset::Datasets;
+use crate::dataset::{DatasetError, Datasets};
 use crate::store::{ModelRecord, Store, StoreError};
 use crate::vectors::Metric;
 
@@ -29,6 +29,8 @@ pub enum ModelError {
     Load(#[from] LoadError),
     #[error("tensor computation failed: {0}")]
     Tensor(#[from] candle_core::Error),
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -195,11 +197,123 @@ impl LoadedModel {
         }
     }
 
+    /// Distance-like scores (smaller means more alike) of pairs of stored images, as this model
+    /// decides them: the Euclidean distance, 1 − the cosine similarity, or 1 − the head's
+    /// probability of "similar". A pair with an image that is gone (or without the descriptor
+    /// vector a descriptor-fed model needs) is `None`. Each image is embedded once; nothing is
+    /// stored.
+    pub fn pair_distances(
+        &self,
+        store: &Store,
+        datasets: &Datasets,
+        pairs: &[(u64, u64)],
+    ) -> Result<Vec<Option<f64>>, ModelError> {
+        let as_distance = |score: f32| match self.metric {
+            Metric::Euclidean => f64::from(score),
+            Metric::Cosine => 1.0 - f64::from(score),
+        };
+        if self.has_head() {
+            let mut out = Vec::with_capacity(pairs.len());
+            for &(a, b) in pairs {
+                out.push(match (face_if_stored(datasets, a)?, face_if_stored(datasets, b)?) {
+                    (Some(fa), Some(fb)) => Some(1.0 - f64::from(self.compare_faces(&fa, &fb)?)),
+                    _ => None,
+                });
+            }
+            return Ok(out);
+        }
+        let mut ids: Vec<u64> = pairs.iter().flat_map(|&(a, b)| [a, b]).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let embedded = self.embeddings_of(store, datasets, &ids)?;
+        Ok(pairs
+            .iter()
+            .map(|(a, b)| match (embedded.get(a), embedded.get(b)) {
+                (Some(x), Some(y)) => Some(as_distance(self.metric.score(x, y))),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// This model's embeddings of stored images: the stored ones where they exist, the others
+    /// computed (not stored). Images that are gone are left out.
+    fn embeddings_of(
+        &self,
+        store: &Store,
+        datasets: &Datasets,
+        ids: &[u64],
+    ) -> Result<std::collections::HashMap<u64, Vec<f32>>, ModelError> {
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for &id in ids {
+            match store.embedding(&self.id, id)? {
+                Some(v) if v.len() == self.dim => {
+                    out.insert(id, v);
+                }
+                _ => missing.push(id),
+            }
+        }
+        for chunk in missing.chunks(BATCH) {
+            let (kept, input) = match &self.network {
+                Network::Descriptor => {
+                    let mut faces = Vec::with_capacity(chunk.len());
+                    let mut kept = Vec::with_capacity(chunk.len());
+                    for &id in chunk {
+                        if let Some(face) = face_if_stored(datasets, id)? {
+                            faces.push(face);
+                            kept.push(id);
+                        }
+                    }
+                    let refs: Vec<&RgbImage> = faces.iter().collect();
+                    out.extend(kept.into_iter().zip(self.descriptor.embed(&refs)?));
+                    continue;
+                }
+                Network::Trained { .. } if self.needs_images() => {
+                    let mut faces = Vec::with_capacity(chunk.len());
+                    let mut kept = Vec::with_capacity(chunk.len());
+                    for &id in chunk {
+                        if let Some(face) = face_if_stored(datasets, id)? {
+                            faces.push(face);
+                            kept.push(id);
+                        }
+                    }
+                    let refs: Vec<&RgbImage> = faces.iter().collect();
+                    (kept, image_tensor(&refs, CNN_SIDE, &Device::Cpu)?)
+                }
+                Network::Trained { .. } => {
+                    let mut vectors = Vec::with_capacity(chunk.len());
+                    let mut kept = Vec::with_capacity(chunk.len());
+                    for &id in chunk {
+                        if let Some(v) = store.embedding(descriptor::MODEL_ID, id)? {
+                            vectors.push(v);
+                            kept.push(id);
+                        }
+                    }
+                    (kept, vectors_tensor(&vectors, &Device::Cpu)?)
+                }
+            };
+            let Network::Trained { net, .. } = &self.network else { unreachable!("the descriptor continued") };
+            if !kept.is_empty() {
+                out.extend(kept.into_iter().zip(net.embed(&input)?.to_vec2::<f32>()?));
+            }
+        }
+        Ok(out)
+    }
+
     /// The score of two embeddings of this model. Head models cannot score embeddings alone.
     pub fn compare_embeddings(&self, a: &[f32], b: &[f32]) -> Result<f32, ModelError> {
         if self.has_head() {
             return Err(ModelError::HeadNeedsImages(self.id.clone()));
         }
         Ok(self.metric.score(a, b))
+    }
+}
+
+/// A stored image's face crop, or `None` when the image is gone.
+fn face_if_stored(datasets: &Datasets, id: u64) -> Result<Option<RgbImage>, DatasetError> {
+    match datasets.face(id) {
+        Ok(face) => Ok(Some(face)),
+        Err(DatasetError::ImageNotFound(_)) => Ok(None),
+        Err(e) => Err(e),
     }
 }

@@ -1,8 +1,9 @@
 //! Everything that is "a model": the pretrained descriptor (`descriptor`, built in), the Siamese
 //! networks training produces (`siamese`), a model loaded for inference with its metric and
-//! threshold (`loaded`), and the registry of stored models and which one is active for ranking
-//! (here).
+//! threshold (`loaded`), two models side by side on shared labelled pairs (`compare`), and the
+//! registry of stored models and which one is active for ranking (here).
 
+pub mod compare;
 pub mod descriptor;
 mod loaded;
 pub mod siamese;
@@ -63,6 +64,11 @@ pub struct Registry {
 impl Registry {
     pub fn new(store: Store) -> Self {
         Registry { store, changing: Arc::new(Mutex::new(())) }
+    }
+
+    /// The store the registry keeps its records in.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The active model's id: the descriptor until another model is activated.

@@ -19,9 +19,9 @@ pub use labels::{VoteEffect, PAIR_LABELED};
 pub use pairs::{NewPair, NewProposal, StoredProposal, BATCH_CLOSED, BATCH_OPEN, PAIR_PENDING};
 use prost::Message;
 pub use records::{
-    AnnotatorRecord, BatchRecord, EpochRecord, EvaluationRecord, ExampleRecord, IdentityRecord, ImageRecord,
-    InstructionsRecord, JobRecord, LabelRecord, ModelRecord, PairRecord, PairSetRecord, ScoresRecord, TokenRecord,
-    UserRecord, VoteRecord,
+    ActivationRecord, AnnotatorRecord, BatchRecord, ComparisonRecord, EpochRecord, EvaluationRecord, ExampleRecord,
+    IdentityRecord, ImageRecord, InstructionsRecord, JobRecord, LabelRecord, ModelRecord, PairRecord, PairSetRecord,
+    ScoresRecord, TokenRecord, UserRecord, VoteRecord,
 };
 pub use users::UserInsert;
 

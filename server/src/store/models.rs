@@ -1,7 +1,7 @@
 //! The model registry's records, evaluations, and the lookups training needs.
 
 use super::images::identity_name_key;
-use super::{decode_id, id_key, EvaluationRecord, ImageRecord, ModelRecord, Store, StoreError};
+use super::{decode_id, id_key, ActivationRecord, EvaluationRecord, ImageRecord, ModelRecord, Store, StoreError};
 
 const ACTIVE_MODEL_KEY: &[u8] = b"active_model";
 
@@ -32,6 +32,17 @@ impl Store {
         let Some(bytes) = self.models.tree.remove(id.as_bytes())? else { return Ok(None) };
         self.flush_blocking()?;
         Ok(Some(super::decode::<ModelRecord>("models", &bytes)?))
+    }
+
+    /// Appends an activation (or refused one) to a trained model's record, flushed. Nothing is
+    /// written for a model without a record (the descriptor); `false` then. Callers serialise
+    /// changes of one model (the registry's activation lock).
+    pub fn append_activation(&self, id: &str, event: &ActivationRecord) -> Result<bool, StoreError> {
+        let Some(mut record) = self.model(id)? else { return Ok(false) };
+        record.activations.push(event.clone());
+        self.models.put(id.as_bytes(), &record)?;
+        self.flush_blocking()?;
+        Ok(true)
     }
 
     /// The id of the model ranking uses, when one was activated.

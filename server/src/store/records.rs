@@ -264,6 +264,21 @@ pub struct ScoresRecord {
     /// ROC points, interleaved: false positive rate, true positive rate, threshold.
     #[prost(float, repeated, tag = "6")]
     pub roc: Vec<f32>,
+    /// The scored pairs by class.
+    #[prost(uint64, tag = "7")]
+    pub similar_pairs: u64,
+    #[prost(uint64, tag = "8")]
+    pub dissimilar_pairs: u64,
+    /// 95% intervals (stratified bootstrap) of ROC-AUC and MCC; all zero in records written
+    /// before they were computed.
+    #[prost(double, tag = "9")]
+    pub auc_low: f64,
+    #[prost(double, tag = "10")]
+    pub auc_high: f64,
+    #[prost(double, tag = "11")]
+    pub mcc_low: f64,
+    #[prost(double, tag = "12")]
+    pub mcc_high: f64,
 }
 
 /// One epoch of a training run.
@@ -355,6 +370,52 @@ pub struct ModelRecord {
     /// The epoch whose weights were kept (best validation AUC).
     #[prost(uint32, tag = "22")]
     pub best_epoch: u32,
+    /// Activations of the model and refused ones, oldest first.
+    #[prost(message, repeated, tag = "23")]
+    pub activations: Vec<ActivationRecord>,
+}
+
+/// One activation of a model, or one the guard refused, with the comparison it rested on.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ActivationRecord {
+    #[prost(int64, tag = "1")]
+    pub millis: i64,
+    #[prost(string, tag = "2")]
+    pub user: String,
+    #[prost(bool, tag = "3")]
+    pub forced: bool,
+    #[prost(bool, tag = "4")]
+    pub refused: bool,
+    #[prost(message, optional, tag = "5")]
+    pub comparison: Option<ComparisonRecord>,
+}
+
+/// Two models' ROC-AUC on the same labelled pairs (see `models::compare`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ComparisonRecord {
+    #[prost(string, tag = "1")]
+    pub candidate: String,
+    #[prost(string, tag = "2")]
+    pub reference: String,
+    #[prost(uint64, tag = "3")]
+    pub similar_pairs: u64,
+    #[prost(uint64, tag = "4")]
+    pub dissimilar_pairs: u64,
+    #[prost(double, tag = "5")]
+    pub candidate_auc: f64,
+    #[prost(double, tag = "6")]
+    pub reference_auc: f64,
+    #[prost(double, tag = "7")]
+    pub difference: f64,
+    #[prost(double, tag = "8")]
+    pub difference_low: f64,
+    #[prost(double, tag = "9")]
+    pub difference_high: f64,
+    /// The API's `ComparisonVerdict` number.
+    #[prost(int32, tag = "10")]
+    pub verdict: i32,
+    #[prost(string, tag = "11")]
+    pub summary: String,
 }
 
 /// An evaluation of a model on a pair set, next to the pretrained descriptor.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use facesim_metrics as metrics;
+use facesim_metrics::{self as metrics, confidence};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -322,9 +322,20 @@ fn descriptor_distances(vectors: &Inputs, pairs: &[LabelledPair], chosen: &[usiz
         .collect()
 }
 
-/// A model's figures on scored test pairs at a threshold.
+/// A model's figures on scored test pairs at a threshold, with the pairs' class counts and 95%
+/// intervals (stratified bootstrap, a fixed seed: the same scores give the same interval).
 fn scores_of(model_id: &str, distances: &[f64], same: &[bool], threshold: f64) -> ScoresRecord {
+    const SEED: u64 = 0x5c0e;
+    let (similar, dissimilar) = confidence::class_counts(same);
+    let auc = confidence::auc_interval(distances, same, SEED);
+    let mcc = confidence::mcc_interval(distances, same, threshold, SEED);
     ScoresRecord {
+        similar_pairs: similar as u64,
+        dissimilar_pairs: dissimilar as u64,
+        auc_low: auc.map_or(0.0, |e| e.low),
+        auc_high: auc.map_or(0.0, |e| e.high),
+        mcc_low: mcc.map_or(0.0, |e| e.low),
+        mcc_high: mcc.map_or(0.0, |e| e.high),
         model_id: model_id.to_string(),
         roc_auc: metrics::roc_auc(distances, same).unwrap_or(0.5),
         mcc: metrics::mcc(distances, same, threshold),
@@ -491,6 +502,7 @@ fn train(training: &Training, handle: &JobHandle, plan: &TrainingPlan) -> Result
         data_source: plan.data_source.clone(),
         evaluation_id: evaluation.id,
         best_epoch,
+        activations: Vec::new(),
     };
     training.store.insert_model(&model_record, &evaluation)?;
     Ok(Outcome::Done(Box::new(model_record)))

@@ -30,7 +30,7 @@ fn allowed(method: &str, who: Who) -> bool {
             _ => research,
         },
         "RankingService" => who != Who::Annotator,
-        "ModelService" if !matches!(name, "ActivateModel" | "DeleteModel") => who != Who::Annotator,
+        "ModelService" if !matches!(name, "ActivateModel" | "CompareModels" | "DeleteModel") => who != Who::Annotator,
         _ => research,
     }
 }

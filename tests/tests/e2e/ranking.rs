@@ -345,7 +345,11 @@ async fn activating_a_trained_model_swaps_the_index_without_a_failed_query() {
     assert_eq!(pinned.results.len(), 5);
 
     // Activation: queries keep succeeding, first from the descriptor, then from the model.
-    researcher.models().activate_model(pb::ActivateModelRequest { model_id: model_id.clone() }).await.unwrap();
+    researcher
+        .models()
+        .activate_model(pb::ActivateModelRequest { model_id: model_id.clone(), force: true })
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let swapped = loop {
         let r = rank(&service, query(ids[0], 5)).await;

@@ -98,7 +98,11 @@ async fn rounds_propose_with_the_newest_model_and_models_record_their_rounds() {
     assert!(err.message().contains("gaml/99"), "{}", err.message());
 
     // Round 2, by the newly activated model, nearest its decision threshold first.
-    researcher.models().activate_model(pb::ActivateModelRequest { model_id: model1.id.clone() }).await.unwrap();
+    researcher
+        .models()
+        .activate_model(pb::ActivateModelRequest { model_id: model1.id.clone(), force: true })
+        .await
+        .unwrap();
     let second = propose(&researcher, 40, pb::ProposalOrder::Uncertain).await;
     assert!(second.message.contains("threshold"), "{}", second.message);
     let round2 = pairs_of(&researcher, &second.batch_ids).await;

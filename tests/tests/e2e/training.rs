@@ -133,8 +133,41 @@ async fn crowd_labels_train_a_gaml_model_that_is_registered_and_activated() {
     let listed = researcher.models().list_models(pb::ListModelsRequest::default()).await.unwrap().into_inner().models;
     assert_eq!(listed.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), vec!["descriptor/v1", model_id.as_str()]);
     assert_eq!(listed[0].state, pb::ModelState::Active as i32);
-    let activated = researcher.models().activate_model(pb::ActivateModelRequest { model_id: model_id.clone() }).await;
-    assert_eq!(activated.unwrap().into_inner().state, pb::ModelState::Active as i32);
+    // Every evaluation states its pairs by class and how sure its figures are.
+    assert_eq!(scores.similar_pairs + scores.dissimilar_pairs, 6);
+    assert!(scores.caveat.starts_with("too few"), "{}", scores.caveat);
+    let ci = scores.roc_auc_ci.as_ref().expect("an interval");
+    assert!(ci.low <= scores.roc_auc && scores.roc_auc <= ci.high, "{ci:?} vs {}", scores.roc_auc);
+
+    // The guard: compared with the active descriptor on the model's 6 test pairs, nothing can be
+    // concluded, so a plain activation is refused, with both AUCs in the message; forcing works,
+    // and both decisions are in the model's history.
+    let request = pb::CompareModelsRequest { candidate_model_id: model_id.clone(), ..Default::default() };
+    let compared = researcher.models().compare_models(request).await.unwrap().into_inner();
+    assert_eq!(compared.reference_model_id, "descriptor/v1");
+    assert_eq!(compared.verdict, pb::ComparisonVerdict::TooFewPairs as i32, "{}", compared.summary);
+    assert_eq!((compared.similar_pairs + compared.dissimilar_pairs, compared.reference_roc_auc), (6, 1.0));
+    assert!(
+        (compared.candidate_roc_auc - scores.roc_auc).abs() < 1e-6,
+        "{} vs {}",
+        compared.candidate_roc_auc,
+        scores.roc_auc
+    );
+    let activate = |force| pb::ActivateModelRequest { model_id: model_id.clone(), force };
+    let refused = researcher.models().activate_model(activate(false)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{}", refused.message());
+    assert!(
+        refused.message().contains("not activated") && refused.message().contains("descriptor/v1"),
+        "{}",
+        refused.message()
+    );
+    let active = researcher.models().get_active_model(pb::GetActiveModelRequest {}).await.unwrap().into_inner();
+    assert_eq!(active.id, "descriptor/v1", "a refused model does not become active");
+    let activated = researcher.models().activate_model(activate(true)).await.unwrap().into_inner();
+    assert_eq!(activated.state, pb::ModelState::Active as i32);
+    let decisions: Vec<(bool, bool)> = activated.activations.iter().map(|a| (a.refused, a.forced)).collect();
+    assert_eq!(decisions, [(true, false), (false, true)]);
+    assert_eq!(activated.activations[1].user, "admin");
     let service_token = server.user("svc", pb::Role::Service).await;
     let service = server.client(Some(&service_token)).await;
     let active = service.models().get_active_model(pb::GetActiveModelRequest {}).await.unwrap().into_inner();
@@ -184,7 +217,7 @@ async fn crowd_labels_train_a_gaml_model_that_is_registered_and_activated() {
     assert_eq!(empty.code(), Code::InvalidArgument);
 
     // Once another model is active it goes, weights and all; its evaluations stay listed.
-    let request = pb::ActivateModelRequest { model_id: "descriptor/v1".into() };
+    let request = pb::ActivateModelRequest { model_id: "descriptor/v1".into(), force: true };
     researcher.models().activate_model(request).await.unwrap();
     // Until the descriptor's index is ready, ranking still answers with the model: not yet.
     let started = std::time::Instant::now();
@@ -361,7 +394,10 @@ async fn pair_lists_train_a_cnn_and_bad_requests_get_precise_statuses() {
         assert_eq!(status.code(), code, "{request:?}: {}", status.message());
         assert!(status.message().contains(needle), "{:?} lacks {needle:?}", status.message());
     }
-    let unknown = researcher.models().activate_model(pb::ActivateModelRequest { model_id: "gaml/999".into() }).await;
+    let unknown = researcher
+        .models()
+        .activate_model(pb::ActivateModelRequest { model_id: "gaml/999".into(), force: false })
+        .await;
     assert_eq!(unknown.unwrap_err().code(), Code::NotFound);
     let unknown = researcher.training().get_evaluation(pb::GetEvaluationRequest { evaluation_id: 999 }).await;
     assert_eq!(unknown.unwrap_err().code(), Code::NotFound);

@@ -1,0 +1,145 @@
+//! Two models side by side on the *same* labelled pairs: the candidate's test split (or, when
+//! the candidate is the descriptor, which has none, the reference's), each pair scored by both
+//! models as they decide, and the ROC-AUC difference with its paired-bootstrap 95% interval
+//! (`facesim_metrics::confidence`). Activation's guard and `CompareModels` use this.
+
+use std::sync::Arc;
+
+use facesim_metrics::confidence::{self, PairedComparison, Verdict};
+
+use super::descriptor::Descriptor;
+use super::{Entry, ModelError, Registry, RegistryError};
+use crate::dataset::Datasets;
+use crate::store::{ComparisonRecord, Store};
+
+/// The split number of test pairs in a model's recorded pair set.
+const TEST_SPLIT: u32 = 2;
+/// Seeds the bootstrap: the same models on the same pairs always give the same interval.
+const SEED: u64 = 0xc0ffee;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    #[error("{0}")]
+    NoSharedPairs(String),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// What the comparison needs to load and run models.
+#[derive(Clone)]
+pub struct Comparer {
+    pub registry: Registry,
+    pub descriptor: Arc<Descriptor>,
+    pub store: Store,
+    pub datasets: Datasets,
+}
+
+impl Comparer {
+    /// Compares `candidate` with `reference` (empty: the active model) on their shared test pairs.
+    pub fn compare(&self, candidate: &str, reference: &str) -> Result<ComparisonRecord, CompareError> {
+        let reference = if reference.is_empty() { self.registry.active_id()? } else { reference.to_string() };
+        let (candidate, reference) = (self.registry.get(candidate)?, self.registry.get(&reference)?);
+        let pairs = shared_test_pairs(&candidate, &reference)?;
+        let ids: Vec<(u64, u64)> = pairs.iter().map(|&(a, b, _)| (a, b)).collect();
+        let score = |entry: &Entry| -> Result<Vec<Option<f64>>, CompareError> {
+            let model = self.registry.load(&entry.id, &self.descriptor)?;
+            Ok(model.pair_distances(&self.store, &self.datasets, &ids)?)
+        };
+        let (by_candidate, by_reference) = (score(&candidate)?, score(&reference)?);
+        // Pairs whose images were deleted since training drop out for both models alike.
+        let (mut c, mut r, mut same) = (Vec::new(), Vec::new(), Vec::new());
+        for ((x, y), &(_, _, s)) in by_candidate.iter().zip(&by_reference).zip(&pairs) {
+            if let (Some(x), Some(y)) = (x, y) {
+                c.push(*x);
+                r.push(*y);
+                same.push(s);
+            }
+        }
+        let Some(result) = confidence::compare_auc(&c, &r, &same, SEED) else {
+            let (similar, dissimilar) = confidence::class_counts(&same);
+            return Err(CompareError::NoSharedPairs(format!(
+                "the shared test pairs of {} and {} hold {similar} similar and {dissimilar} dissimilar pairs; \
+                 a comparison needs both",
+                candidate.id, reference.id
+            )));
+        };
+        Ok(record(&candidate.id, &reference.id, &result))
+    }
+}
+
+/// The labelled test pairs two models share: (image a, image b, similar).
+fn shared_test_pairs(candidate: &Entry, reference: &Entry) -> Result<Vec<(u64, u64, bool)>, CompareError> {
+    let owner = candidate.record.as_ref().or(reference.record.as_ref()).ok_or_else(|| {
+        CompareError::NoSharedPairs(format!(
+            "{} and {} are both the pretrained descriptor; there is nothing to compare",
+            candidate.id, reference.id
+        ))
+    })?;
+    let set = owner.pairs.as_ref();
+    let pairs: Vec<(u64, u64, bool)> = set
+        .map(|p| {
+            (0..p.split.len())
+                .filter(|&i| p.split[i] == TEST_SPLIT)
+                .map(|i| (p.image_a[i], p.image_b[i], p.target[i] >= 0.5))
+                .collect()
+        })
+        .unwrap_or_default();
+    if pairs.is_empty() {
+        return Err(CompareError::NoSharedPairs(format!("model {} has no recorded test pairs", owner.id)));
+    }
+    Ok(pairs)
+}
+
+/// The API's `ComparisonVerdict` number of a verdict.
+pub fn verdict_number(verdict: Verdict) -> i32 {
+    match verdict {
+        Verdict::Better => 1,
+        Verdict::Worse => 2,
+        Verdict::NotDistinguishable => 3,
+        Verdict::TooFewPairs => 4,
+    }
+}
+
+fn record(candidate: &str, reference: &str, c: &PairedComparison) -> ComparisonRecord {
+    let d = c.difference;
+    let counts = if c.verdict == Verdict::TooFewPairs {
+        format!(
+            "{} similar and {} dissimilar shared test pairs, fewer than {} of a class",
+            c.similar,
+            c.dissimilar,
+            confidence::MIN_PER_CLASS
+        )
+    } else {
+        format!("{} similar and {} dissimilar shared test pairs", c.similar, c.dissimilar)
+    };
+    let relation = match c.verdict {
+        Verdict::Better => "is better than",
+        Verdict::Worse => "is worse than",
+        Verdict::NotDistinguishable => "is not distinguishable from",
+        Verdict::TooFewPairs => "cannot be told apart from (too few pairs)",
+    };
+    let summary = format!(
+        "{candidate} {relation} {reference} on {counts}: ROC-AUC {:.4} vs {:.4}, difference {:+.4} (95% CI {:+.4} to {:+.4})",
+        c.candidate_auc, c.reference_auc, d.value, d.low, d.high
+    );
+    ComparisonRecord {
+        candidate: candidate.to_string(),
+        reference: reference.to_string(),
+        similar_pairs: c.similar as u64,
+        dissimilar_pairs: c.dissimilar as u64,
+        candidate_auc: c.candidate_auc,
+        reference_auc: c.reference_auc,
+        difference: d.value,
+        difference_low: d.low,
+        difference_high: d.high,
+        verdict: verdict_number(c.verdict),
+        summary,
+    }
+}
+
+/// Whether a recorded comparison shows the candidate better.
+pub fn is_better(record: &ComparisonRecord) -> bool {
+    record.verdict == verdict_number(Verdict::Better)
+}
