@@ -159,7 +159,12 @@ fn training_request(people: &[String], epochs: u32) -> pb::StartTrainingRequest 
             dataset: "demo".into(),
             pairs_text: demo_pair_list_of(people),
         })),
-        hyperparameters: Some(pb::Hyperparameters { epochs, batch_size: 16, seed: 3, ..Default::default() }),
+        hyperparameters: Some(pb::Hyperparameters {
+            epochs: Some(epochs),
+            batch_size: Some(16),
+            seed: Some(3),
+            ..Default::default()
+        }),
         device: "cpu".into(),
         ..Default::default()
     }

@@ -271,7 +271,13 @@ async fn train(
     let request = pb::StartTrainingRequest {
         architecture: architecture as i32,
         data: Some(pb::start_training_request::Data::Labels(pb::LabelSource::default())),
-        hyperparameters: Some(pb::Hyperparameters { epochs, batch_size: batch, seed, ..Default::default() }),
+        hyperparameters: Some(pb::Hyperparameters {
+            epochs: Some(epochs),
+            // 0: the method's batch for the architecture.
+            batch_size: (batch != 0).then_some(batch),
+            seed: Some(seed),
+            ..Default::default()
+        }),
         name: name.into(),
         ..Default::default()
     };

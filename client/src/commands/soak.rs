@@ -170,9 +170,9 @@ pub async fn run(client: &Client, server: &str, args: BenchSoakArgs) -> anyhow::
                         pairs_text: pairs_text.clone(),
                     })),
                     hyperparameters: Some(pb::Hyperparameters {
-                        epochs,
-                        batch_size: 64,
-                        seed: 1,
+                        epochs: Some(epochs),
+                        batch_size: Some(64),
+                        seed: Some(1),
                         ..Default::default()
                     }),
                     name: "soak".into(),

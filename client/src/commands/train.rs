@@ -83,28 +83,30 @@ pub enum TrainCommand {
         loss: Option<Loss>,
         #[command(flatten)]
         data: Data,
-        #[arg(long, default_value_t = 0)]
-        epochs: u32,
-        #[arg(long, default_value_t = 0)]
-        batch_size: u32,
-        #[arg(long, default_value_t = 0.0)]
-        lr: f64,
-        #[arg(long, default_value_t = 0.0)]
-        momentum: f64,
+        /// Each setting left out takes the method's default for the architecture and loss; a
+        /// given one is used as is, zero included.
+        #[arg(long)]
+        epochs: Option<u32>,
+        #[arg(long)]
+        batch_size: Option<u32>,
+        #[arg(long)]
+        lr: Option<f64>,
+        #[arg(long)]
+        momentum: Option<f64>,
         /// τ of the contrastive or geometry-aware loss.
-        #[arg(long, default_value_t = 0.0)]
-        margin: f64,
-        #[arg(long, default_value_t = 0.0)]
-        alpha: f64,
-        #[arg(long, default_value_t = 0.0)]
-        beta: f64,
-        #[arg(long, default_value_t = 0.0)]
-        lambda: f64,
-        #[arg(long, default_value_t = 0.0)]
-        epsilon: f64,
-        /// Seed of the initial weights, split and batch order (0 = pick one and record it).
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        #[arg(long)]
+        margin: Option<f64>,
+        #[arg(long)]
+        alpha: Option<f64>,
+        #[arg(long)]
+        beta: Option<f64>,
+        #[arg(long)]
+        lambda: Option<f64>,
+        #[arg(long)]
+        epsilon: Option<f64>,
+        /// Seed of the initial weights, split and batch order (default: pick one and record it).
+        #[arg(long)]
+        seed: Option<u64>,
         /// Train:validation:test, e.g. 8:1:1.
         #[arg(long, default_value = "8:1:1")]
         split: String,
@@ -475,17 +477,17 @@ pub fn describe(m: &pb::Model) -> String {
         out += &format!(
             "settings:     {} epochs, batch {}, {} lr {}, momentum {}, margin {}, alpha {}, beta {}, lambda {}, \
              epsilon {}, seed {}\n",
-            h.epochs,
-            h.batch_size,
+            h.epochs.unwrap_or_default(),
+            h.batch_size.unwrap_or_default(),
             m.optimizer,
-            h.learning_rate,
-            h.momentum,
-            h.margin,
-            h.alpha,
-            h.beta,
-            h.lambda,
-            h.epsilon,
-            h.seed
+            h.learning_rate.unwrap_or_default(),
+            h.momentum.unwrap_or_default(),
+            h.margin.unwrap_or_default(),
+            h.alpha.unwrap_or_default(),
+            h.beta.unwrap_or_default(),
+            h.lambda.unwrap_or_default(),
+            h.epsilon.unwrap_or_default(),
+            h.seed.unwrap_or_default()
         );
     }
     out += &format!("kept epoch:   {} (best validation ROC-AUC)\n", m.best_epoch);

@@ -47,7 +47,7 @@ fn no_data() -> Status {
     Status::invalid_argument("set the data: `labels` (crowd labels) or `pair_list` (a pairs file)")
 }
 
-/// The request's settings; zero means "the default". The domain checks the merged values.
+/// The request's settings; unset fields take the defaults. The domain checks the merged values.
 fn overrides(h: Option<pb::Hyperparameters>) -> HyperparameterOverrides {
     let h = h.unwrap_or_default();
     HyperparameterOverrides {
@@ -125,16 +125,16 @@ fn evaluation(record: &EvaluationRecord) -> pb::Evaluation {
 
 fn hyperparameters(h: &Hyperparameters) -> pb::Hyperparameters {
     pb::Hyperparameters {
-        epochs: h.epochs,
-        batch_size: h.batch_size,
-        learning_rate: h.learning_rate,
-        momentum: h.momentum,
-        margin: h.loss.margin,
-        alpha: h.loss.alpha,
-        beta: h.loss.beta,
-        lambda: h.loss.lambda,
-        epsilon: h.loss.epsilon,
-        seed: h.seed,
+        epochs: Some(h.epochs),
+        batch_size: Some(h.batch_size),
+        learning_rate: Some(h.learning_rate),
+        momentum: Some(h.momentum),
+        margin: Some(h.loss.margin),
+        alpha: Some(h.loss.alpha),
+        beta: Some(h.loss.beta),
+        lambda: Some(h.loss.lambda),
+        epsilon: Some(h.loss.epsilon),
+        seed: Some(h.seed),
     }
 }
 

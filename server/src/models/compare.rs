@@ -114,14 +114,14 @@ fn record(candidate: &str, reference: &str, c: &PairedComparison) -> ComparisonR
     } else {
         format!("{} similar and {} dissimilar shared test pairs", c.similar, c.dissimilar)
     };
-    let relation = match c.verdict {
-        Verdict::Better => "is better than",
-        Verdict::Worse => "is worse than",
-        Verdict::NotDistinguishable => "is not distinguishable from",
-        Verdict::TooFewPairs => "cannot be told apart from (too few pairs)",
+    let verdict = match c.verdict {
+        Verdict::Better => format!("{candidate} is better than {reference}"),
+        Verdict::Worse => format!("{candidate} is worse than {reference}"),
+        Verdict::NotDistinguishable => format!("{candidate} is not distinguishable from {reference}"),
+        Verdict::TooFewPairs => format!("too few pairs to tell {candidate} from {reference}"),
     };
     let summary = format!(
-        "{candidate} {relation} {reference} on {counts}: ROC-AUC {:.4} vs {:.4}, difference {:+.4} (95% CI {:+.4} to {:+.4})",
+        "{verdict} on {counts}: ROC-AUC {:.4} vs {:.4}, difference {:+.4} (95% CI {:+.4} to {:+.4})",
         c.candidate_auc, c.reference_auc, d.value, d.low, d.high
     );
     ComparisonRecord {

@@ -256,27 +256,13 @@ impl LoadedModel {
         for chunk in missing.chunks(BATCH) {
             let (kept, input) = match &self.network {
                 Network::Descriptor => {
-                    let mut faces = Vec::with_capacity(chunk.len());
-                    let mut kept = Vec::with_capacity(chunk.len());
-                    for &id in chunk {
-                        if let Some(face) = face_if_stored(datasets, id)? {
-                            faces.push(face);
-                            kept.push(id);
-                        }
-                    }
+                    let (kept, faces) = stored_faces(datasets, chunk)?;
                     let refs: Vec<&RgbImage> = faces.iter().collect();
                     out.extend(kept.into_iter().zip(self.descriptor.embed(&refs)?));
                     continue;
                 }
                 Network::Trained { .. } if self.needs_images() => {
-                    let mut faces = Vec::with_capacity(chunk.len());
-                    let mut kept = Vec::with_capacity(chunk.len());
-                    for &id in chunk {
-                        if let Some(face) = face_if_stored(datasets, id)? {
-                            faces.push(face);
-                            kept.push(id);
-                        }
-                    }
+                    let (kept, faces) = stored_faces(datasets, chunk)?;
                     let refs: Vec<&RgbImage> = faces.iter().collect();
                     (kept, image_tensor(&refs, CNN_SIDE, &Device::Cpu)?)
                 }
@@ -307,6 +293,19 @@ impl LoadedModel {
         }
         Ok(self.metric.score(a, b))
     }
+}
+
+/// The face crops of the stored images among `ids`, with their ids (images that are gone are
+/// left out).
+fn stored_faces(datasets: &Datasets, ids: &[u64]) -> Result<(Vec<u64>, Vec<RgbImage>), DatasetError> {
+    let (mut kept, mut faces) = (Vec::with_capacity(ids.len()), Vec::with_capacity(ids.len()));
+    for &id in ids {
+        if let Some(face) = face_if_stored(datasets, id)? {
+            kept.push(id);
+            faces.push(face);
+        }
+    }
+    Ok((kept, faces))
 }
 
 /// A stored image's face crop, or `None` when the image is gone.

@@ -77,19 +77,19 @@ impl Hyperparameters {
     }
 }
 
-/// The settings a request may give; zero means "the default".
+/// The settings a request gives; `None` takes the method's default (zero is a value).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HyperparameterOverrides {
-    pub epochs: u32,
-    pub batch_size: u32,
-    pub learning_rate: f64,
-    pub momentum: f64,
-    pub margin: f64,
-    pub alpha: f64,
-    pub beta: f64,
-    pub lambda: f64,
-    pub epsilon: f64,
-    pub seed: u64,
+    pub epochs: Option<u32>,
+    pub batch_size: Option<u32>,
+    pub learning_rate: Option<f64>,
+    pub momentum: Option<f64>,
+    pub margin: Option<f64>,
+    pub alpha: Option<f64>,
+    pub beta: Option<f64>,
+    pub lambda: Option<f64>,
+    pub epsilon: Option<f64>,
+    pub seed: Option<u64>,
 }
 
 /// Where a job's pairs come from.

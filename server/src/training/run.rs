@@ -71,22 +71,17 @@ fn check_hyper(h: &Hyperparameters) -> Result<(), TrainingError> {
     Ok(())
 }
 
-/// Fills the defaults in, with the request's non-zero settings on top.
+/// Fills the defaults in, with the request's settings on top.
 fn hyperparameters(request: &TrainRequest, loss: LossKind) -> Result<Hyperparameters, TrainingError> {
     let o = &request.overrides;
     let mut h = Hyperparameters::defaults(request.architecture, loss);
-    let set_u32 = |target: &mut u32, value: u32| {
-        if value != 0 {
-            *target = value
+    fn set<T: Copy>(target: &mut T, value: Option<T>) {
+        if let Some(value) = value {
+            *target = value;
         }
-    };
-    let set = |target: &mut f64, value: f64| {
-        if value != 0.0 {
-            *target = value
-        }
-    };
-    set_u32(&mut h.epochs, o.epochs);
-    set_u32(&mut h.batch_size, o.batch_size);
+    }
+    set(&mut h.epochs, o.epochs);
+    set(&mut h.batch_size, o.batch_size);
     set(&mut h.learning_rate, o.learning_rate);
     set(&mut h.momentum, o.momentum);
     set(&mut h.loss.margin, o.margin);
@@ -94,12 +89,10 @@ fn hyperparameters(request: &TrainRequest, loss: LossKind) -> Result<Hyperparame
     set(&mut h.loss.beta, o.beta);
     set(&mut h.loss.lambda, o.lambda);
     set(&mut h.loss.epsilon, o.epsilon);
-    h.seed = if o.seed != 0 {
-        o.seed
-    } else {
-        // No seed asked for: take one from the clock, and record it with the model.
+    // No seed asked for: take one from the clock, and record it with the model.
+    h.seed = o.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1
-    };
+    });
     check_hyper(&h)?;
     Ok(h)
 }
@@ -599,4 +592,38 @@ fn evaluate(
     };
     training.store.insert_evaluation(&evaluation)?;
     Ok(Some(evaluation))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::training::HyperparameterOverrides;
+
+    fn request(overrides: HyperparameterOverrides) -> TrainRequest {
+        TrainRequest {
+            architecture: Architecture::SiameseCnn,
+            loss: None,
+            data: DataSource::PairList { dataset: "d".into(), text: String::new() },
+            overrides,
+            device: String::new(),
+            name: String::new(),
+            split: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_given_setting_is_used_also_when_it_is_zero_and_a_missing_one_takes_the_default() {
+        let zeros =
+            HyperparameterOverrides { momentum: Some(0.0), margin: Some(0.0), seed: Some(0), ..Default::default() };
+        let h = hyperparameters(&request(zeros), LossKind::Contrastive).unwrap();
+        assert_eq!((h.momentum, h.loss.margin, h.seed), (0.0, 0.0, 0));
+        let defaults = Hyperparameters::defaults(Architecture::SiameseCnn, LossKind::Contrastive);
+        assert_eq!((h.epochs, h.learning_rate), (defaults.epochs, defaults.learning_rate));
+        let h = hyperparameters(&request(HyperparameterOverrides::default()), LossKind::Contrastive).unwrap();
+        assert_eq!((h.momentum, h.loss.margin), (0.9, 2.0), "the method's");
+        assert_ne!(h.seed, 0, "a seed is picked when none is given");
+        let zero_epochs = HyperparameterOverrides { epochs: Some(0), ..Default::default() };
+        let err = hyperparameters(&request(zero_epochs), LossKind::Contrastive).unwrap_err();
+        assert!(err.to_string().contains("epochs must be between 1"), "{err}");
+    }
 }

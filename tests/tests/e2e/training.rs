@@ -11,7 +11,12 @@ use facesim_tests::{demo_pair_list, demo_pairs, import_demo, wait_for_job, TestS
 use tonic::Code;
 
 pub(crate) fn hyper(epochs: u32, batch_size: u32, seed: u64) -> Option<pb::Hyperparameters> {
-    Some(pb::Hyperparameters { epochs, batch_size, seed, learning_rate: 0.0, ..Default::default() })
+    Some(pb::Hyperparameters {
+        epochs: Some(epochs),
+        batch_size: Some(batch_size),
+        seed: Some(seed),
+        ..Default::default()
+    })
 }
 
 pub(crate) async fn train(client: &Client, request: pb::StartTrainingRequest) -> (pb::Job, Vec<pb::TrainingProgress>) {
@@ -98,7 +103,10 @@ async fn crowd_labels_train_a_gaml_model_that_is_registered_and_activated() {
     assert_eq!(model.batch_ids, proposal.batch_ids);
     assert_eq!(model.optimizer, "adam");
     let h = model.hyperparameters.as_ref().unwrap();
-    assert_eq!((h.epochs, h.batch_size, h.seed, h.learning_rate, h.alpha, h.margin), (4, 16, 11, 1e-4, 0.5, 0.55));
+    assert_eq!(
+        (h.epochs, h.batch_size, h.seed, h.learning_rate, h.alpha, h.margin),
+        (Some(4), Some(16), Some(11), Some(1e-4), Some(0.5), Some(0.55))
+    );
     // The model records exactly which labels it used, split 8:1:1.
     let used: Vec<u64> = [&model.train_pair_ids, &model.validation_pair_ids, &model.test_pair_ids]
         .into_iter()
@@ -286,7 +294,11 @@ async fn pair_lists_train_a_cnn_and_bad_requests_get_precise_statuses() {
     assert!(model.id.starts_with("cnn/"));
     assert_eq!((model.loss, model.optimizer.as_str()), (pb::LossFunction::Contrastive as i32, "sgd-momentum"));
     let h = model.hyperparameters.unwrap();
-    assert_eq!((h.learning_rate, h.momentum, h.margin), (0.01, 0.9, 2.0), "the method's CNN settings");
+    assert_eq!(
+        (h.learning_rate, h.momentum, h.margin),
+        (Some(0.01), Some(0.9), Some(2.0)),
+        "the method's CNN settings"
+    );
     assert!(model.data_source.contains("pair list"), "{}", model.data_source);
     assert!(model.train_pair_ids.is_empty(), "pairs from a list have no labelled pair ids");
     check_scores(model.scores.as_ref().unwrap());
@@ -381,7 +393,7 @@ async fn pair_lists_train_a_cnn_and_bad_requests_get_precise_statuses() {
         ),
         (
             pb::StartTrainingRequest {
-                hyperparameters: Some(pb::Hyperparameters { learning_rate: f64::NAN, ..Default::default() }),
+                hyperparameters: Some(pb::Hyperparameters { learning_rate: Some(f64::NAN), ..Default::default() }),
                 ..base.clone()
             },
             Code::InvalidArgument,
