@@ -158,14 +158,7 @@ impl LoadedModel {
                 let refs: Vec<&RgbImage> = faces.iter().collect();
                 (kept, image_tensor(&refs, CNN_SIDE, &Device::Cpu)?)
             } else {
-                let mut vectors = Vec::with_capacity(chunk.len());
-                let mut kept = Vec::with_capacity(chunk.len());
-                for &id in chunk {
-                    if let Some(v) = store.embedding(descriptor::MODEL_ID, id)? {
-                        vectors.push(v);
-                        kept.push(id);
-                    }
-                }
+                let (kept, vectors) = stored_descriptors(store, chunk)?;
                 (kept, vectors_tensor(&vectors, &Device::Cpu)?)
             };
             if kept.is_empty() {
@@ -267,14 +260,7 @@ impl LoadedModel {
                     (kept, image_tensor(&refs, CNN_SIDE, &Device::Cpu)?)
                 }
                 Network::Trained { .. } => {
-                    let mut vectors = Vec::with_capacity(chunk.len());
-                    let mut kept = Vec::with_capacity(chunk.len());
-                    for &id in chunk {
-                        if let Some(v) = store.embedding(descriptor::MODEL_ID, id)? {
-                            vectors.push(v);
-                            kept.push(id);
-                        }
-                    }
+                    let (kept, vectors) = stored_descriptors(store, chunk)?;
                     (kept, vectors_tensor(&vectors, &Device::Cpu)?)
                 }
             };
@@ -293,6 +279,19 @@ impl LoadedModel {
         }
         Ok(self.metric.score(a, b))
     }
+}
+
+/// The stored descriptor vectors among `ids`, with their ids (images without one, e.g. not yet
+/// embedded or gone, are left out).
+fn stored_descriptors(store: &Store, ids: &[u64]) -> Result<(Vec<u64>, Vec<Vec<f32>>), StoreError> {
+    let (mut kept, mut vectors) = (Vec::with_capacity(ids.len()), Vec::with_capacity(ids.len()));
+    for &id in ids {
+        if let Some(v) = store.embedding(descriptor::MODEL_ID, id)? {
+            kept.push(id);
+            vectors.push(v);
+        }
+    }
+    Ok((kept, vectors))
 }
 
 /// The face crops of the stored images among `ids`, with their ids (images that are gone are
