@@ -47,9 +47,9 @@ pub fn enough_pairs(same: &[bool]) -> bool {
     similar >= MIN_PER_CLASS && dissimilar >= MIN_PER_CLASS
 }
 
-/// Why a split is too small to judge, in words, or `None` when it is large enough.
-pub fn too_few(same: &[bool]) -> Option<String> {
-    let (similar, dissimilar) = class_counts(same);
+/// Why a split of `similar` and `dissimilar` pairs is too small to judge, in words, or `None`
+/// when it is large enough.
+pub fn too_few(similar: usize, dissimilar: usize) -> Option<String> {
     match (similar < MIN_PER_CLASS, dissimilar < MIN_PER_CLASS) {
         (false, false) => None,
         (true, true) => Some(format!(
@@ -254,8 +254,10 @@ mod tests {
         let far: Vec<f64> = few.iter().zip(&fs).map(|(d, &same)| if same { d - 1.0 } else { d + 1.0 }).collect();
         let tiny = compare_auc(&far, &few, &fs, 1).unwrap();
         assert_eq!((tiny.verdict, tiny.similar, tiny.dissimilar), (Verdict::TooFewPairs, 10, 10));
-        assert!(too_few(&fs).unwrap().contains("too few similar (10) and dissimilar (10)"));
-        assert_eq!(too_few(&s), None);
+        let (similar, dissimilar) = class_counts(&fs);
+        assert!(too_few(similar, dissimilar).unwrap().contains("too few similar (10) and dissimilar (10)"));
+        assert_eq!(too_few(60, 60), None);
+        assert_eq!(too_few(19, 60).unwrap(), "too few similar pairs (19) to judge (need 20)");
     }
 
     #[test]

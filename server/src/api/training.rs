@@ -81,13 +81,12 @@ fn scores(record: &ScoresRecord) -> pb::ModelScores {
         // Records written before intervals were computed have none (both bounds 0).
         roc_auc_ci: (record.auc_high > 0.0).then_some(pb::Interval { low: record.auc_low, high: record.auc_high }),
         mcc_ci: (record.auc_high > 0.0).then_some(pb::Interval { low: record.mcc_low, high: record.mcc_high }),
+        // Records written before counts were kept have none: nothing to warn about then.
         caveat: if record.similar_pairs + record.dissimilar_pairs == 0 {
             String::new()
         } else {
-            let same: Vec<bool> = std::iter::repeat_n(true, record.similar_pairs as usize)
-                .chain(std::iter::repeat_n(false, record.dissimilar_pairs as usize))
-                .collect();
-            facesim_metrics::confidence::too_few(&same).unwrap_or_default()
+            facesim_metrics::confidence::too_few(record.similar_pairs as usize, record.dissimilar_pairs as usize)
+                .unwrap_or_default()
         },
         ..Default::default()
     }

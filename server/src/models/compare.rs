@@ -10,10 +10,8 @@ use facesim_metrics::confidence::{self, PairedComparison, Verdict};
 use super::descriptor::Descriptor;
 use super::{Entry, ModelError, Registry, RegistryError};
 use crate::dataset::Datasets;
-use crate::store::{ComparisonRecord, Store};
+use crate::store::{ComparisonRecord, Store, SPLIT_TEST};
 
-/// The split number of test pairs in a model's recorded pair set.
-const TEST_SPLIT: u32 = 2;
 /// Seeds the bootstrap: the same models on the same pairs always give the same interval.
 const SEED: u64 = 0xc0ffee;
 
@@ -81,7 +79,7 @@ fn shared_test_pairs(candidate: &Entry, reference: &Entry) -> Result<Vec<(u64, u
     let pairs: Vec<(u64, u64, bool)> = set
         .map(|p| {
             (0..p.split.len())
-                .filter(|&i| p.split[i] == TEST_SPLIT)
+                .filter(|&i| p.split[i] == SPLIT_TEST)
                 .map(|i| (p.image_a[i], p.image_b[i], p.target[i] >= 0.5))
                 .collect()
         })

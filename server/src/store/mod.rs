@@ -21,7 +21,7 @@ use prost::Message;
 pub use records::{
     ActivationRecord, AnnotatorRecord, BatchRecord, ComparisonRecord, EpochRecord, EvaluationRecord, ExampleRecord,
     IdentityRecord, ImageRecord, InstructionsRecord, JobRecord, LabelRecord, ModelRecord, PairRecord, PairSetRecord,
-    ScoresRecord, TokenRecord, UserRecord, VoteRecord,
+    ScoresRecord, TokenRecord, UserRecord, VoteRecord, SPLIT_TEST, SPLIT_TRAIN, SPLIT_VALIDATION,
 };
 pub use users::UserInsert;
 

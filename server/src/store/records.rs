@@ -299,6 +299,11 @@ pub struct EpochRecord {
 /// The exact pairs a model was trained and evaluated on, as parallel lists: the images, the
 /// target (1 similar, 0 dissimilar, in between for soft labels), the split (0 train,
 /// 1 validation, 2 test) and the labelled pair's id (0 for pairs from a pair list).
+/// The split numbers of [`PairSetRecord::split`].
+pub const SPLIT_TRAIN: u32 = 0;
+pub const SPLIT_VALIDATION: u32 = 1;
+pub const SPLIT_TEST: u32 = 2;
+
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PairSetRecord {
     #[prost(uint64, repeated, tag = "1")]

@@ -15,12 +15,12 @@ use crate::dataset::Datasets;
 use crate::labeling::{DISSIMILAR, SIMILAR};
 use crate::models::descriptor;
 use crate::models::siamese::input::planar_normalised;
-use crate::store::{LabelRecord, Store};
+use crate::store::{LabelRecord, Store, SPLIT_TEST, SPLIT_TRAIN, SPLIT_VALIDATION};
 
 /// Split numbers as stored in [`crate::store::PairSetRecord`].
-pub const TRAIN: u32 = 0;
-pub const VALIDATION: u32 = 1;
-pub const TEST: u32 = 2;
+pub const TRAIN: u32 = SPLIT_TRAIN;
+pub const VALIDATION: u32 = SPLIT_VALIDATION;
+pub const TEST: u32 = SPLIT_TEST;
 
 /// One labelled pair of images.
 #[derive(Debug, Clone, PartialEq)]
