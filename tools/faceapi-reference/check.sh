@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# End-to-end exactness check of the Candle descriptor: builds the reference inputs, runs
-# face-api's original network on them in Node (pure-JS TensorFlow.js CPU backend), then runs the
-# Rust test that compares the Candle port with those fresh vectors (max |difference| < 1e-3).
+# End-to-end exactness check of the Candle ports of face-api: builds the reference inputs, runs
+# face-api's original networks on them in Node (pure-JS TensorFlow.js CPU backend), then runs the
+# Rust tests that compare the Candle ports with those fresh results: the descriptor (max
+# |difference| < 1e-3), and the face detector with the 68-point landmarks (box corners and points
+# within 0.5 px, scores within 1e-3).
 #
-# Usage: bash tools/faceapi-reference/check.sh [--update]   (--update also rewrites the fixture)
+# Usage: bash tools/faceapi-reference/check.sh [--update]   (--update also rewrites the fixtures)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 work=$(mktemp -d)
@@ -14,7 +16,12 @@ cargo run --quiet --example descriptor_inputs -- "$work/inputs"
 node tools/faceapi-reference/reference.mjs "$work/inputs" models/face-api "$work/faceapi.json" | tail -1
 FACESIM_DESCRIPTOR_FIXTURE="$work/faceapi.json" \
     cargo test --quiet --test descriptor_reference -- --nocapture
+cargo run --quiet --example faces_inputs -- reference "$work/faces"
+node tools/faceapi-reference/detect_reference.mjs "$work/faces" models/face-api "$work/faces.json" tiny cpu | tail -1
+FACESIM_FACES_FIXTURE="$work/faces.json" \
+    cargo test --quiet --test faces_reference -- --nocapture
 if [ "${1:-}" = "--update" ]; then
     cp "$work/faceapi.json" server/tests/fixtures/faceapi_descriptors.json
-    echo "fixture updated"
+    cp "$work/faces.json" server/tests/fixtures/faceapi_faces.json
+    echo "fixtures updated"
 fi

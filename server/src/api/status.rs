@@ -82,7 +82,7 @@ pub fn from_descriptor(error: DescriptorError) -> Status {
     tracing::error!(%error, "descriptor failure");
     match error {
         DescriptorError::BadInput(..) => Status::invalid_argument(error.to_string()),
-        DescriptorError::Weights(_) | DescriptorError::Tensor(_) => {
+        DescriptorError::Weights(_) | DescriptorError::Tfjs(_) | DescriptorError::Tensor(_) => {
             Status::internal(format!("the face descriptor failed: {error}"))
         }
     }

@@ -8,7 +8,6 @@
 
 mod embedder;
 mod net;
-pub mod tfjs;
 
 pub use embedder::{EmbedJobError, Embedder};
 
@@ -16,6 +15,7 @@ use candle_core::{Device, Tensor};
 use image::RgbImage;
 
 use crate::dataset::FACE_SIZE;
+use crate::tfjs;
 
 /// The model id of the pretrained descriptor in the registry and the embeddings tree.
 pub const MODEL_ID: &str = "descriptor/v1";
@@ -36,6 +36,8 @@ const WEIGHTS: &[u8] = include_bytes!("../../../../models/face-api/face_recognit
 pub enum DescriptorError {
     #[error("bad descriptor weights: {0}")]
     Weights(String),
+    #[error(transparent)]
+    Tfjs(#[from] tfjs::TfjsError),
     #[error("tensor computation failed: {0}")]
     Tensor(#[from] candle_core::Error),
     #[error("face crops must be {FACE_SIZE}x{FACE_SIZE}, got {0}x{1}")]

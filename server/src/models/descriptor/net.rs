@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, D};
 
-use super::tfjs::WeightTensor;
 use super::DescriptorError;
+use crate::tfjs::WeightTensor;
 
 /// A convolution whose bias and following per-channel scale layer (x·w + b) are folded into the
 /// filters: conv(x)·w + (bias·w + b) equals conv with filters scaled by w.

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use super::DescriptorError;
+/// A weight file that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("bad TensorFlow.js weights: {0}")]
+pub struct TfjsError(pub String);
 
 #[derive(Debug, Deserialize)]
 struct Group {
@@ -35,15 +38,27 @@ pub struct WeightTensor {
     pub values: Vec<f32>,
 }
 
+/// Looks up a tensor by name, with the shape it must have.
+pub fn tensor<'a>(
+    weights: &'a HashMap<String, WeightTensor>,
+    name: &str,
+    shape: &[usize],
+) -> Result<&'a WeightTensor, TfjsError> {
+    let tensor = weights.get(name).ok_or_else(|| TfjsError(format!("missing tensor {name}")))?;
+    if tensor.shape != shape {
+        return Err(TfjsError(format!("{name} has shape {:?}, expected {shape:?}", tensor.shape)));
+    }
+    Ok(tensor)
+}
+
 /// Decodes every tensor of a manifest and its weight bytes, by name.
-pub fn decode(manifest_json: &str, bin: &[u8]) -> Result<HashMap<String, WeightTensor>, DescriptorError> {
-    let groups: Vec<Group> =
-        serde_json::from_str(manifest_json).map_err(|e| DescriptorError::Weights(format!("manifest: {e}")))?;
+pub fn decode(manifest_json: &str, bin: &[u8]) -> Result<HashMap<String, WeightTensor>, TfjsError> {
+    let groups: Vec<Group> = serde_json::from_str(manifest_json).map_err(|e| TfjsError(format!("manifest: {e}")))?;
     let mut offset = 0usize;
     let mut out = HashMap::new();
     for entry in groups.into_iter().flat_map(|g| g.weights) {
         if entry.dtype != "float32" {
-            return Err(DescriptorError::Weights(format!("{}: unsupported dtype {}", entry.name, entry.dtype)));
+            return Err(TfjsError(format!("{}: unsupported dtype {}", entry.name, entry.dtype)));
         }
         let count: usize = entry.shape.iter().product();
         let values = match &entry.quantization {
@@ -52,9 +67,7 @@ pub fn decode(manifest_json: &str, bin: &[u8]) -> Result<HashMap<String, WeightT
                 offset += count;
                 bytes.iter().map(|&b| (f64::from(b) * q.scale + q.min) as f32).collect()
             }
-            Some(q) => {
-                return Err(DescriptorError::Weights(format!("{}: unsupported quantisation {}", entry.name, q.dtype)))
-            }
+            Some(q) => return Err(TfjsError(format!("{}: unsupported quantisation {}", entry.name, q.dtype))),
             None => {
                 let bytes = bin.get(offset..offset + 4 * count).ok_or_else(|| truncated(&entry.name))?;
                 offset += 4 * count;
@@ -64,13 +77,13 @@ pub fn decode(manifest_json: &str, bin: &[u8]) -> Result<HashMap<String, WeightT
         out.insert(entry.name, WeightTensor { shape: entry.shape, values });
     }
     if offset != bin.len() {
-        return Err(DescriptorError::Weights(format!("{} bytes left after the last tensor", bin.len() - offset)));
+        return Err(TfjsError(format!("{} bytes left after the last tensor", bin.len() - offset)));
     }
     Ok(out)
 }
 
-fn truncated(name: &str) -> DescriptorError {
-    DescriptorError::Weights(format!("weight file ends inside tensor {name}"))
+fn truncated(name: &str) -> TfjsError {
+    TfjsError(format!("weight file ends inside tensor {name}"))
 }
 
 #[cfg(test)]
