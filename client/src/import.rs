@@ -63,6 +63,14 @@ impl<F: Fn(u64, u64) + Send + Sync + 'static> ImportProgress for F {
     }
 }
 
+/// How the server cuts faces from the files sent: `pb::FaceMode` as a number (0 = the server's
+/// default) and the least detector score (0 = the server's default).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FaceChoice {
+    pub mode: i32,
+    pub min_score: f32,
+}
+
 impl Client {
     /// Streams `entries` into `dataset` in one ImportImages call and returns the server's report.
     /// A file that cannot be read here is reported as rejected without being sent.
@@ -70,6 +78,17 @@ impl Client {
         &self,
         dataset: &str,
         entries: Vec<ImportEntry>,
+        progress: impl ImportProgress,
+    ) -> Result<pb::ImportImagesResponse, ClientError> {
+        self.import_files_with(dataset, entries, FaceChoice::default(), progress).await
+    }
+
+    /// [`Client::import_files`] with the face mode and threshold of every file.
+    pub async fn import_files_with(
+        &self,
+        dataset: &str,
+        entries: Vec<ImportEntry>,
+        face: FaceChoice,
         progress: impl ImportProgress,
     ) -> Result<pb::ImportImagesResponse, ClientError> {
         let dataset = dataset.to_string();
@@ -97,6 +116,8 @@ impl Client {
                                 identity: entry.identity,
                                 file_name: entry.file_name,
                                 data,
+                                face_mode: face.mode,
+                                min_face_score: face.min_score,
                             })
                         }
                         Err(e) => {

@@ -21,7 +21,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
-pub use import::{scan_import_dir, ImportEntry, ImportProgress};
+pub use import::{scan_import_dir, FaceChoice, ImportEntry, ImportProgress};
 
 /// Largest response the client accepts (image data and import reports can be large).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;

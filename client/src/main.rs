@@ -82,12 +82,25 @@ enum Command {
         /// Model id (default: the active model).
         #[arg(long, default_value = "")]
         model: String,
+        #[command(flatten)]
+        face: commands::faces::FaceArgs,
     },
     /// Print the embedding of a face (a stored image id or an image file).
     Embed {
         face: String,
         #[arg(long, default_value = "")]
         model: String,
+        #[command(flatten)]
+        face_args: commands::faces::FaceArgs,
+    },
+    /// Find the faces in image files: one JSON line per file with each face's box [x, y, w, h],
+    /// score and 68 landmarks, in the file's pixels, largest face first.
+    Detect {
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// The least detector score (0-1) that counts as a face (default: the server's, 0.5).
+        #[arg(long)]
+        min_face_score: Option<f32>,
     },
     /// Evaluate a model on a benchmark protocol.
     #[command(subcommand)]
@@ -139,8 +152,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(command) => commands::labeling::bench(&client, command).await,
         Command::Rank(args) => commands::rank::rank(&client, args).await,
-        Command::Compare { a, b, model } => commands::faces::compare(&client, &a, &b, &model).await,
-        Command::Embed { face, model } => commands::faces::embed(&client, &face, &model).await,
+        Command::Compare { a, b, model, face } => commands::faces::compare(&client, &a, &b, &model, face).await,
+        Command::Embed { face, model, face_args } => commands::faces::embed(&client, &face, &model, face_args).await,
+        Command::Detect { files, min_face_score } => commands::faces::detect(&client, &files, min_face_score).await,
         Command::Eval(command) => commands::eval::run(&client, command).await,
         Command::Demo(_) => unreachable!("handled before connecting"),
         Command::Whoami => commands::admin::whoami(&client).await,

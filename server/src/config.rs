@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::dataset::DecodeLimits;
+use crate::dataset::{DecodeLimits, FaceDefaults, FaceMode};
 
 /// The facesim gRPC server (gRPC and gRPC-Web on one port).
 #[derive(Debug, Clone, Parser)]
@@ -35,6 +35,16 @@ pub struct Config {
     /// Folder of the built annotation UI, served at `/` on the same port as the API.
     #[arg(long, env = "FACESIM_UI_DIR", default_value = "annotation-ui/dist")]
     pub ui_dir: PathBuf,
+
+    /// How faces are cut from imported and uploaded images unless a request says otherwise:
+    /// `detect` (find the largest face and align it; for ordinary photos) or `center` (the
+    /// centred square; only for images that are already face crops).
+    #[arg(long, env = "FACESIM_FACE_MODE", default_value = "detect")]
+    pub face_mode: FaceMode,
+
+    /// The least face detector score (0-1) that counts as a face, unless a request says otherwise.
+    #[arg(long, env = "FACESIM_MIN_FACE_SCORE", default_value_t = crate::faces::DEFAULT_MIN_SCORE)]
+    pub min_face_score: f32,
 
     /// Largest accepted image file, in bytes.
     #[arg(long, env = "FACESIM_MAX_IMAGE_BYTES", default_value_t = 10 * 1024 * 1024)]
@@ -151,6 +161,13 @@ impl Config {
         }
     }
 
+    pub fn face_defaults(&self) -> Result<FaceDefaults, ConfigError> {
+        if !(0.0..1.0).contains(&self.min_face_score) {
+            return Err(ConfigError::MinFaceScore(self.min_face_score));
+        }
+        Ok(FaceDefaults { mode: self.face_mode, min_score: self.min_face_score })
+    }
+
     pub fn labeling(&self) -> crate::labeling::LabelingConfig {
         crate::labeling::LabelingConfig {
             min_answer: std::time::Duration::from_millis(self.min_answer_millis),
@@ -204,4 +221,6 @@ pub struct TlsPem {
 pub enum ConfigError {
     #[error("cannot set up TLS: {0}")]
     Tls(String),
+    #[error("--min-face-score must be between 0 and 1, got {0}")]
+    MinFaceScore(f32),
 }

@@ -33,6 +33,8 @@ pub enum ServerError {
     Store(#[from] store::StoreError),
     #[error("cannot set up users: {0}")]
     Auth(#[from] auth::AuthError),
+    #[error("cannot load the face detector: {0}")]
+    Faces(#[from] faces::FaceError),
     #[error("cannot load the face descriptor: {0}")]
     Descriptor(#[from] models::descriptor::DescriptorError),
     #[error("cannot start the embedding job: {0}")]
@@ -76,15 +78,18 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     // A bad certificate or key stops the start before anything is opened.
     let tls = config.tls_pem()?.map(|pem| api::TlsIdentity::from_pem(&pem)).transpose()?;
+    let faces = dataset::FacePipeline::load(config.face_defaults()?)?;
     let store = store::Store::open(&config.data_dir)?;
     let auth = auth::Auth::new(store.clone());
     let new_admin_token = auth.bootstrap_admin(config.admin_token.as_deref())?;
-    let datasets = dataset::Datasets::new(store.clone(), config.decode_limits());
+    let datasets = dataset::Datasets::new(store.clone(), config.decode_limits(), faces);
 
     if config.demo && datasets.is_empty() {
         tracing::info!(dir = %config.demo_dir.display(), "empty data dir: importing the demo faces");
         let (ds, dir) = (datasets.clone(), config.demo_dir.clone());
-        let outcomes = tokio::task::spawn_blocking(move || ds.import_dir(&dir, "lfw-demo")).await??;
+        // The bundled faces are already centred 160x160 crops: cut in center mode.
+        let face = dataset::FaceRequest { mode: Some(dataset::FaceMode::Center), min_score: None };
+        let outcomes = tokio::task::spawn_blocking(move || ds.import_dir(&dir, "lfw-demo", face)).await??;
         let imported = outcomes.iter().filter(|(_, o)| matches!(o, dataset::ImportOutcome::Imported { .. })).count();
         tracing::info!(imported, files = outcomes.len(), dir = %config.demo_dir.display(), "imported demo faces");
     }

@@ -58,7 +58,7 @@ async fn rank_when_ready(url: &str, image_id: u64, want: usize) -> pb::RankRespo
     let mut last = String::new();
     for _ in 0..1200 {
         let request = pb::RankRequest {
-            query: Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(image_id)) }),
+            query: Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(image_id)), ..Default::default() }),
             k: 1000,
             ..Default::default()
         };

@@ -54,7 +54,10 @@ fn candle_detector_and_landmarks_match_faceapi() {
     let mut counts = HashMap::new();
     for (name, image) in &inputs {
         let want = &fixture.images[name];
-        let got = finder.find_in_detector_order(image, DetectSettings::default()).unwrap().faces;
+        let got = finder
+            .find_in_detector_order(image, DetectSettings { input_size: 416, ..DetectSettings::default() })
+            .unwrap()
+            .faces;
         assert_eq!(got.len(), want.len(), "{name}: {} faces found, face-api found {}", got.len(), want.len());
         counts.insert(name.as_str(), got.len());
         for w in want {

@@ -51,7 +51,13 @@ fn peak_mib(pid: u32) -> f64 {
 }
 
 fn message(name: &str, data: Vec<u8>) -> pb::ImportImagesRequest {
-    pb::ImportImagesRequest { dataset: "hostile".into(), identity: "Nobody".into(), file_name: name.into(), data }
+    pb::ImportImagesRequest {
+        dataset: "hostile".into(),
+        identity: "Nobody".into(),
+        file_name: name.into(),
+        data,
+        ..Default::default()
+    }
 }
 
 #[tokio::test]

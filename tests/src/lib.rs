@@ -70,6 +70,10 @@ impl TestServer {
         let addr = listener.local_addr().expect("local addr");
         let mut config = Config::with_data_dir(dir.path().join("data"));
         config.admin_token = Some(ADMIN_TOKEN.into());
+        // The bundled demo faces most tests import are centred 160x160 crops, and many tests send
+        // synthetic pictures that hold no face: they are cut in center mode. Tests of the face
+        // pipeline set `FaceMode::Detect` (here or per request) and send whole photos.
+        config.face_mode = facesim_server::dataset::FaceMode::Center;
         tune(&mut config);
         also(&mut config);
         let (tx, rx) = oneshot::channel::<()>();

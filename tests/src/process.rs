@@ -84,6 +84,8 @@ pub fn start_logging(data_dir: &Path, log: Log, filter: &str, extra: &[&str]) ->
         .arg(data_dir)
         .args(extra)
         .env("FACESIM_ADMIN_TOKEN", TOKEN)
+        // The demo faces these tests send are centred crops already (see tests/src/lib.rs).
+        .env("FACESIM_FACE_MODE", "center")
         .env("RUST_LOG", filter)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -149,6 +151,7 @@ pub fn person_messages(person: &str) -> Vec<pb::ImportImagesRequest> {
             identity: person.into(),
             file_name: path.file_name().unwrap().to_string_lossy().into_owned(),
             data: std::fs::read(path).unwrap(),
+            ..Default::default()
         })
         .collect()
 }

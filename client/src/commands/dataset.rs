@@ -31,6 +31,8 @@ pub enum DatasetCommand {
         /// Wait for the embeddings of the new images, with a progress bar.
         #[arg(long)]
         wait: bool,
+        #[command(flatten)]
+        face: super::faces::FaceArgs,
     },
     /// List images, one page at a time (or all with --all).
     List {
@@ -84,7 +86,9 @@ pub enum DatasetCommand {
 
 pub async fn run(client: &Client, command: DatasetCommand) -> anyhow::Result<()> {
     match command {
-        DatasetCommand::Import { dir, dataset, verbose, wait } => import(client, dir, dataset, verbose, wait).await,
+        DatasetCommand::Import { dir, dataset, verbose, wait, face } => {
+            import(client, dir, dataset, verbose, wait, face).await
+        }
         DatasetCommand::List { dataset, identity_id, page_size, page_token, all } => {
             println!("{:>7}  {:<12} {:<32} {:<28} {:>9}  created (UTC)", "id", "dataset", "identity", "file", "size");
             paginate(page_token, all, |page_token| {
@@ -155,6 +159,22 @@ pub async fn run(client: &Client, command: DatasetCommand) -> anyhow::Result<()>
             println!("format:    {format}, {}x{}, {} bytes", i.width, i.height, i.byte_size);
             println!("sha256:    {}", i.content_sha256);
             println!("created:   {} UTC", time(&i.create_time));
+            match &i.face {
+                Some(f) if f.r#box.len() == 4 => {
+                    let b = &f.r#box;
+                    println!(
+                        "face:      box x {:.1} y {:.1} w {:.1} h {:.1}, score {:.3}, {} landmarks; {} face(s) in the image",
+                        b[0],
+                        b[1],
+                        b[2],
+                        b[3],
+                        f.score,
+                        f.landmarks.len(),
+                        i.face_count
+                    );
+                }
+                _ => println!("face:      centred crop (imported in center mode)"),
+            }
             Ok(())
         }
         DatasetCommand::Get { image_id, variant, output } => {
@@ -197,6 +217,7 @@ async fn import(
     dataset: Option<String>,
     verbose: bool,
     wait: bool,
+    face: super::faces::FaceArgs,
 ) -> anyhow::Result<()> {
     let dataset = match dataset {
         Some(name) => name,
@@ -219,7 +240,7 @@ async fn import(
     let files = entries.len();
     let bar_in = bar.clone();
     let report = client
-        .import_files(&dataset, entries, move |sent: u64, bytes: u64| {
+        .import_files_with(&dataset, entries, face.choice(), move |sent: u64, bytes: u64| {
             bar_in.set_position(bytes);
             bar_in.set_message(format!("{sent}/{files} files"));
         })

@@ -294,7 +294,7 @@ async fn wait_until_serving(client: &Client, probe: u64, model_id: &str) -> anyh
     let bar = spinner("{spinner} {msg} ({elapsed})");
     bar.set_message(format!("ranking index of {model_id}"));
     let deadline = Instant::now() + Duration::from_secs(900);
-    let face = Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(probe)) });
+    let face = Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(probe)), ..Default::default() });
     loop {
         let request = pb::RankRequest { query: face.clone(), k: 1, ..Default::default() };
         if let Ok(r) = client.ranking().rank(request).await {
@@ -421,7 +421,7 @@ pub async fn run(server: &str, token: Option<&str>, args: DemoArgs) -> anyhow::R
     let mut ranked = Vec::new();
     let step = (imported.results.len() / 5).max(1);
     for r in imported.results.iter().filter(|r| r.image_id != 0).step_by(step).take(5) {
-        let face = Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(r.image_id)) });
+        let face = Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(r.image_id)), ..Default::default() });
         let answer = client.ranking().rank(pb::RankRequest { query: face, k: 5, ..Default::default() }).await;
         let answer = answer.map_err(ClientError::from)?.into_inner();
         ranked.push((r.image_id, r.identity.clone(), answer));

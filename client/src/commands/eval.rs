@@ -1,10 +1,10 @@
 //! `facesim eval lfw`: face verification accuracy on the official LFW protocol (View 2: 10 folds
 //! of 300 same-person and 300 different-person pairs), using the server's embeddings.
 //!
-//! Each image is cut to its centred `--crop` square (160 by default, the framing of the bundled
-//! demo faces: deep-funneled LFW centres the face in 250x250) and uploaded; the server applies
-//! its usual face preprocessing and embeds it. For each fold the threshold is the one with the
-//! best accuracy on the other nine folds.
+//! Each image file is uploaded as it is, and the server's face pipeline (detect, align, describe
+//! by default) embeds it; `--crop N --face-mode center` instead sends the centred N-pixel square
+//! and has it resized (the pipeline before face detection). For each fold the threshold is the
+//! one with the best accuracy on the other nine folds.
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -29,9 +29,11 @@ pub enum EvalCommand {
         /// the pairs file.
         #[arg(long)]
         images: Option<PathBuf>,
-        /// Side of the centred square cut from each image before upload (0 = whole image).
-        #[arg(long, default_value_t = 160)]
+        /// Side of a centred square cut from each image before upload (0 = send the file as is).
+        #[arg(long, default_value_t = 0)]
         crop: u32,
+        #[command(flatten)]
+        face: super::faces::FaceArgs,
         /// Model id (default: the pretrained descriptor).
         #[arg(long, default_value = "")]
         model: String,
@@ -117,8 +119,10 @@ fn cropped_png(path: &Path, crop: u32) -> anyhow::Result<Vec<u8>> {
 }
 
 pub async fn run(client: &Client, command: EvalCommand) -> anyhow::Result<()> {
-    let (pairs, images, crop, model, concurrency) = match command {
-        EvalCommand::Lfw { pairs, images, crop, model, concurrency } => (pairs, images, crop, model, concurrency),
+    let (pairs, images, crop, model, concurrency, face) = match command {
+        EvalCommand::Lfw { pairs, images, crop, model, concurrency, face } => {
+            (pairs, images, crop, model, concurrency, face)
+        }
         EvalCommand::Retrieval { dataset, model, min_images, concurrency } => {
             return super::rank::eval_retrieval(client, &dataset, &model, min_images, concurrency).await;
         }
@@ -143,22 +147,42 @@ pub async fn run(client: &Client, command: EvalCommand) -> anyhow::Result<()> {
             let (client, images, model) = (client.clone(), images.clone(), model.clone());
             async move {
                 let path = image_path(&images, &key);
-                let png = tokio::task::spawn_blocking(move || cropped_png(&path, crop)).await??;
-                let face = pb::FaceInput { face: Some(pb::face_input::Face::ImageData(png)) };
-                let response = client
-                    .ranking()
-                    .embed(pb::EmbedRequest { face: Some(face), model_id: model })
-                    .await
-                    .map_err(ClientError::from)?
-                    .into_inner();
-                anyhow::Ok((key, response))
+                let bytes = tokio::task::spawn_blocking(move || match crop {
+                    0 => std::fs::read(&path).with_context(|| format!("cannot read {}", path.display())),
+                    crop => cropped_png(&path, crop),
+                })
+                .await??;
+                // The protocol needs every image: where the detector finds no face above the
+                // threshold, ask again with a threshold of 0.01 (its best box), then centred.
+                let choice = face.choice();
+                let tries = [(choice.mode, choice.min_score), (choice.mode, 0.01), (pb::FaceMode::Center as i32, 0.0)];
+                let mut last = None;
+                for (attempt, (face_mode, min_face_score)) in tries.into_iter().enumerate() {
+                    let face = pb::FaceInput {
+                        face: Some(pb::face_input::Face::ImageData(bytes.clone())),
+                        face_mode,
+                        min_face_score,
+                    };
+                    match client.ranking().embed(pb::EmbedRequest { face: Some(face), model_id: model.clone() }).await {
+                        Ok(response) => return anyhow::Ok((key, response.into_inner(), attempt)),
+                        Err(status) if status.message().starts_with("no face found") => last = Some(status),
+                        Err(status) => {
+                            return Err(anyhow::Error::from(ClientError::from(status)))
+                                .with_context(|| format!("{}", image_path(&images, &key).display()))
+                        }
+                    }
+                }
+                Err(anyhow::Error::from(ClientError::from(last.expect("tried"))))
             }
         })
         .buffer_unordered(concurrency.max(1));
     let mut embeddings: HashMap<(String, u32), Vec<f32>> = HashMap::new();
     let mut model_id = String::new();
+    // Images embedded at the first try, with the threshold lowered, and centred.
+    let mut attempts = [0usize; 3];
     while let Some(result) = results.next().await {
-        let (key, response) = result?;
+        let (key, response, attempt) = result?;
+        attempts[attempt] += 1;
         model_id = response.model_id;
         embeddings.insert(key, response.embedding.unwrap_or_default().values);
         bar.inc(1);
@@ -177,7 +201,15 @@ pub async fn run(client: &Client, command: EvalCommand) -> anyhow::Result<()> {
     let (t_mean, t_std) = mean_std(&thresholds);
     let auc = roc_auc(&d, &same).context("the pairs need both classes")?;
 
-    println!("LFW verification, {} pairs, {folds}-fold, model {model_id}, centre crop {crop}", pairs.len());
+    let cut = match (crop, face.face_mode) {
+        (0, None) => "whole files, server's face mode".to_string(),
+        (0, Some(mode)) => format!("whole files, face mode {mode:?}").to_lowercase(),
+        (crop, mode) => format!(
+            "centred {crop}px square, face mode {}",
+            mode.map_or("default".into(), |m| format!("{m:?}").to_lowercase())
+        ),
+    };
+    println!("LFW verification, {} pairs, {folds}-fold, model {model_id}, {cut}", pairs.len());
     for (k, (t, a)) in per_fold.iter().enumerate() {
         println!("  fold {:>2}: threshold {t:.4}  accuracy {:.2}%", k + 1, a * 100.0);
     }
@@ -185,6 +217,14 @@ pub async fn run(client: &Client, command: EvalCommand) -> anyhow::Result<()> {
     println!("threshold: {t_mean:.4} ± {t_std:.4}");
     println!("ROC-AUC:   {:.4}", auc);
     println!("embedded {} images at {rate:.1} images/s through the API", embeddings.len());
+    if attempts[1] + attempts[2] > 0 {
+        println!(
+            "no face above the threshold in {} images: {} embedded at their best box (score > 0.01), {} centred",
+            attempts[1] + attempts[2],
+            attempts[1],
+            attempts[2]
+        );
+    }
     Ok(())
 }
 

@@ -57,6 +57,8 @@ pub struct RankArgs {
     /// Force exact or approximate search (default: by gallery size).
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
+    #[command(flatten)]
+    pub face_args: super::faces::FaceArgs,
 }
 
 fn metric_number(metric: Option<MetricArg>) -> i32 {
@@ -77,7 +79,7 @@ fn metric_name(n: i32) -> &'static str {
 
 pub async fn rank(client: &Client, args: RankArgs) -> anyhow::Result<()> {
     let request = pb::RankRequest {
-        query: Some(face_input(&args.face)?),
+        query: Some(face_input(&args.face, args.face_args.choice())?),
         k: args.k,
         score_threshold: args.threshold,
         metric: metric_number(args.metric),
@@ -193,7 +195,7 @@ pub async fn retrieval_of(
         .map(|(row, id)| {
             let (client, model) = (client.clone(), model.to_string());
             async move {
-                let face = pb::FaceInput { face: Some(pb::face_input::Face::ImageId(id)) };
+                let face = pb::FaceInput { face: Some(pb::face_input::Face::ImageId(id)), ..Default::default() };
                 let r = client.ranking().embed(pb::EmbedRequest { face: Some(face), model_id: model }).await;
                 anyhow::Ok((row, r.map_err(ClientError::from)?.into_inner()))
             }
@@ -291,7 +293,7 @@ pub async fn bench_rank(client: &Client, args: BenchRankArgs) -> anyhow::Result<
     } as i32;
     let faces = std::sync::Arc::new(faces);
     let request = move |i: usize, mode: i32| pb::RankRequest {
-        query: Some(pb::FaceInput { face: Some(faces[i % faces.len()].clone()) }),
+        query: Some(pb::FaceInput { face: Some(faces[i % faces.len()].clone()), ..Default::default() }),
         k,
         model_id: model.clone(),
         mode,

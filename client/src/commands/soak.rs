@@ -149,7 +149,7 @@ pub async fn run(client: &Client, server: &str, args: BenchSoakArgs) -> anyhow::
             let mut i = ranker * 7919;
             while Instant::now() < deadline {
                 i = (i + 104_729) % ids.len();
-                let query = pb::FaceInput { face: Some(pb::face_input::Face::ImageId(ids[i])) };
+                let query = pb::FaceInput { face: Some(pb::face_input::Face::ImageId(ids[i])), ..Default::default() };
                 let t = Instant::now();
                 let outcome = ranking.rank(pb::RankRequest { query: Some(query), k: 10, ..Default::default() }).await;
                 Tally::record(&tally, "Rank", t, &outcome);

@@ -6,7 +6,11 @@ use facesim_proto::v1 as pb;
 use tonic::{Request, Status};
 
 use crate::auth::{Principal, Role};
-use crate::store::{BatchRecord, IdentityRecord, ImageRecord, JobRecord, PairRecord, TokenRecord, UserRecord};
+use crate::dataset::{FaceMode, FaceRequest};
+use crate::faces::Face;
+use crate::store::{
+    BatchRecord, FaceRecord, IdentityRecord, ImageRecord, JobRecord, PairRecord, TokenRecord, UserRecord,
+};
 
 /// Page size when the request leaves it at 0.
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -105,7 +109,47 @@ pub fn image(record: &ImageRecord, identity: &str) -> pb::Image {
         height: record.height,
         byte_size: record.byte_size,
         create_time: timestamp(record.create_millis),
+        face: record.face.as_ref().map(stored_face),
+        face_count: record.face.as_ref().map_or(0, |f| f.count),
     }
+}
+
+fn stored_face(face: &FaceRecord) -> pb::DetectedFace {
+    pb::DetectedFace {
+        r#box: face.bbox.clone(),
+        score: face.score,
+        landmarks: face.landmarks.chunks_exact(2).map(|p| pb::Point { x: p[0], y: p[1] }).collect(),
+    }
+}
+
+/// A face the detector found.
+pub fn detected_face(face: &Face) -> pb::DetectedFace {
+    let b = &face.bbox;
+    pb::DetectedFace {
+        r#box: vec![b.x as f32, b.y as f32, b.width as f32, b.height as f32],
+        score: face.score,
+        landmarks: face.landmarks.iter().map(|p| pb::Point { x: p.x as f32, y: p.y as f32 }).collect(),
+    }
+}
+
+/// A request's face mode and threshold (`field` names them in errors).
+pub fn face_request(mode: i32, min_face_score: f32, field: &str) -> Result<FaceRequest, Status> {
+    let mode = match pb::FaceMode::try_from(mode) {
+        Ok(pb::FaceMode::Unspecified) => None,
+        Ok(pb::FaceMode::Detect) => Some(FaceMode::Detect),
+        Ok(pb::FaceMode::Center) => Some(FaceMode::Center),
+        Err(_) => return Err(Status::invalid_argument(format!("{field}face_mode: unknown face mode {mode}"))),
+    };
+    let min_score = match min_face_score {
+        0.0 => None,
+        s if (0.0..1.0).contains(&s) => Some(s),
+        s => {
+            return Err(Status::invalid_argument(format!(
+                "{field}min_face_score must be between 0 and 1 (0 = the server's default), got {s}"
+            )))
+        }
+    };
+    Ok(FaceRequest { mode, min_score })
 }
 
 pub fn identity(record: &IdentityRecord) -> pb::Identity {

@@ -45,6 +45,7 @@ fn reject_reason(reason: RejectReason) -> pb::ImportError {
         RejectReason::DimensionsTooLarge => pb::ImportError::DimensionsTooLarge,
         RejectReason::TooSmall => pb::ImportError::TooSmall,
         RejectReason::InvalidName => pb::ImportError::InvalidName,
+        RejectReason::NoFace => pb::ImportError::NoFace,
     }
 }
 
@@ -82,11 +83,13 @@ impl DatasetService for DatasetApi {
                     let message = message?;
                     let file_name = message.file_name.clone();
                     let identity = message.identity.clone();
+                    let face = convert::face_request(message.face_mode, message.min_face_score, "")?;
                     let file = ImportFile {
                         dataset: message.dataset,
                         identity: message.identity,
                         file_name: message.file_name,
                         data: message.data,
+                        face,
                     };
                     let prepared =
                         tokio::task::spawn_blocking(move || datasets.prepare(file)).await.map_err(from_join)?;

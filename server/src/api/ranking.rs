@@ -6,6 +6,7 @@ use facesim_proto::v1::{self as pb, ranking_service_server::RankingService};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
+use super::convert;
 use super::status::{from_join, panicked};
 use crate::ranking::{FaceRef, RankQuery, Ranked, RankingError, SearchMode, MAX_BATCH};
 use crate::state::AppState;
@@ -22,12 +23,14 @@ impl RankingApi {
 }
 
 fn face_ref(input: Option<pb::FaceInput>, field: &str) -> Result<FaceRef, Status> {
-    match input.and_then(|f| f.face) {
+    let input = input.unwrap_or_default();
+    let request = convert::face_request(input.face_mode, input.min_face_score, &format!("{field}."))?;
+    match input.face {
         Some(pb::face_input::Face::ImageId(0)) => {
             Err(Status::invalid_argument(format!("{field}.image_id must be set")))
         }
         Some(pb::face_input::Face::ImageId(id)) => Ok(FaceRef::ImageId(id)),
-        Some(pb::face_input::Face::ImageData(bytes)) => Ok(FaceRef::ImageBytes(bytes)),
+        Some(pb::face_input::Face::ImageData(bytes)) => Ok(FaceRef::ImageBytes(bytes, request)),
         Some(pb::face_input::Face::Embedding(e)) => Ok(FaceRef::Embedding(e.values)),
         None => Err(Status::invalid_argument(format!("{field}: {}", RankingError::MissingFace))),
     }
@@ -159,5 +162,24 @@ impl RankingService for RankingApi {
         let (model_id, values) =
             tokio::task::spawn_blocking(move || ranking.embed(&model, face)).await.map_err(from_join)??;
         Ok(Response::new(pb::EmbedResponse { embedding: Some(pb::Embedding { values }), model_id }))
+    }
+
+    #[instrument(skip_all, fields(bytes = request.get_ref().image_data.len()))]
+    async fn detect_faces(
+        &self,
+        request: Request<pb::DetectFacesRequest>,
+    ) -> Result<Response<pb::DetectFacesResponse>, Status> {
+        let req = request.into_inner();
+        let face = convert::face_request(0, req.min_face_score, "")?;
+        let datasets = self.state.datasets.clone();
+        let (found, width, height) = tokio::task::spawn_blocking(move || datasets.detect_upload(&req.image_data, face))
+            .await
+            .map_err(from_join)??;
+        Ok(Response::new(pb::DetectFacesResponse {
+            faces: found.faces.iter().map(convert::detected_face).collect(),
+            best_score: found.best_score,
+            width,
+            height,
+        }))
     }
 }

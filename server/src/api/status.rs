@@ -3,7 +3,7 @@
 use tonic::{Code, Status};
 
 use crate::auth::AuthError;
-use crate::dataset::DatasetError;
+use crate::dataset::{DatasetError, FaceCropError};
 use crate::jobs::JobError;
 use crate::labeling::LabelingError;
 use crate::models::compare::CompareError;
@@ -50,6 +50,11 @@ pub fn from_dataset(error: DatasetError) -> Status {
             Status::invalid_argument(message)
         }
         DatasetError::BadStoredFace { .. } => Status::internal(message),
+        DatasetError::BadUpload(_)
+        | DatasetError::Face(FaceCropError::NoFace { .. } | FaceCropError::BadMinScore(_)) => {
+            Status::invalid_argument(message)
+        }
+        DatasetError::Face(FaceCropError::Faces(_)) => Status::internal(message),
         DatasetError::DemoDir { .. } => Status::failed_precondition(message),
         DatasetError::Store(e) => from_store(e),
     }

@@ -68,6 +68,7 @@ pub const RPC_POLICY: &[(&str, &[Role])] = &[
     ("/facesim.v1.RankingService/BatchRank", RANK),
     ("/facesim.v1.RankingService/Compare", RANK),
     ("/facesim.v1.RankingService/Embed", RANK),
+    ("/facesim.v1.RankingService/DetectFaces", RANK),
 ];
 
 /// The roles allowed on `method`, or `None` when the path is not a facesim RPC.

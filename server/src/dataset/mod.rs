@@ -2,6 +2,7 @@
 //! Every file gets its own outcome; a bad file never stops the others.
 
 mod decode;
+mod face;
 
 use std::path::Path;
 
@@ -11,8 +12,11 @@ pub use decode::{
     decode_face_png, decode_limited, encode_jpeg, encode_png, face_crop, thumbnail_jpeg, DecodeError, DecodeLimits,
     Format, FACE_SIZE,
 };
+pub use face::{FaceCrop, FaceCropError, FaceDefaults, FaceMode, FacePipeline, FaceRequest, FoundFace};
 
-use crate::store::{DeletedImage, IdentityRecord, ImageRecord, InsertImage, InsertedImage, Store, StoreError};
+use crate::store::{
+    DeletedImage, FaceRecord, IdentityRecord, ImageRecord, InsertImage, InsertedImage, Store, StoreError,
+};
 
 /// Errors of dataset operations (per-file problems are [`Rejection`]s, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,10 @@ pub enum DatasetError {
     InvalidThumbnailSize(u32),
     #[error("stored face crop of image {id} cannot be read: {source}")]
     BadStoredFace { id: u64, source: DecodeError },
+    #[error("the uploaded image cannot be used: {0}")]
+    BadUpload(DecodeError),
+    #[error(transparent)]
+    Face(#[from] FaceCropError),
     #[error("cannot read demo faces from {path}: {source}")]
     DemoDir { path: String, source: std::io::Error },
     #[error(transparent)]
@@ -43,6 +51,8 @@ pub enum RejectReason {
     DimensionsTooLarge,
     TooSmall,
     InvalidName,
+    /// Detect mode found no face above the threshold.
+    NoFace,
 }
 
 /// One file's result.
@@ -60,6 +70,8 @@ pub struct ImportFile {
     pub identity: String,
     pub file_name: String,
     pub data: Vec<u8>,
+    /// How the face is cut (defaults: the server's).
+    pub face: FaceRequest,
 }
 
 /// A decoded, cropped and hashed file, ready to be stored.
@@ -71,6 +83,7 @@ pub struct Prepared(InsertImage);
 pub struct Datasets {
     store: Store,
     limits: DecodeLimits,
+    faces: FacePipeline,
 }
 
 /// A dataset's name and sizes.
@@ -79,6 +92,17 @@ pub struct DatasetSummary {
     pub name: String,
     pub identity_count: u64,
     pub image_count: u64,
+}
+
+/// What is kept of a detected face.
+fn face_record(found: &FoundFace) -> FaceRecord {
+    let b = &found.face.bbox;
+    FaceRecord {
+        count: found.count as u32,
+        score: found.face.score,
+        bbox: vec![b.x as f32, b.y as f32, b.width as f32, b.height as f32],
+        landmarks: found.face.landmarks.iter().flat_map(|p| [p.x as f32, p.y as f32]).collect(),
+    }
 }
 
 /// Checks a dataset name: 1-64 of `[A-Za-z0-9._-]`, not starting with a dot.
@@ -121,12 +145,34 @@ fn file_name_problem(name: &str) -> Option<&'static str> {
 }
 
 impl Datasets {
-    pub fn new(store: Store, limits: DecodeLimits) -> Self {
-        Datasets { store, limits }
+    pub fn new(store: Store, limits: DecodeLimits, faces: FacePipeline) -> Self {
+        Datasets { store, limits, faces }
     }
 
     pub fn limits(&self) -> &DecodeLimits {
         &self.limits
+    }
+
+    /// The face pipeline every image goes through.
+    pub fn faces(&self) -> &FacePipeline {
+        &self.faces
+    }
+
+    /// Every face of uploaded image bytes, largest first, with the image's size.
+    pub fn detect_upload(
+        &self,
+        bytes: &[u8],
+        request: FaceRequest,
+    ) -> Result<(crate::faces::Found, u32, u32), DatasetError> {
+        let decoded = decode_limited(bytes, &self.limits).map_err(DatasetError::BadUpload)?;
+        let found = self.faces.detect(&decoded.image.to_rgb8(), request.min_score)?;
+        Ok((found, decoded.width, decoded.height))
+    }
+
+    /// The face crop of uploaded image bytes (not stored), as a ranking RPC sees it.
+    pub fn upload_face(&self, bytes: &[u8], request: FaceRequest) -> Result<FaceCrop, DatasetError> {
+        let decoded = decode_limited(bytes, &self.limits).map_err(DatasetError::BadUpload)?;
+        Ok(self.faces.crop(&decoded.image, request)?)
     }
 
     /// Validates, decodes, crops and stores one file. CPU-heavy: call from a blocking thread.
@@ -157,7 +203,14 @@ impl Datasets {
             Ok(decoded) => decoded,
             Err(e) => return reject(e.reason(), e.to_string()),
         };
-        let face_png = encode_png(&face_crop(&decoded.image));
+        let cropped = match self.faces.crop(&decoded.image, file.face) {
+            Ok(cropped) => cropped,
+            Err(e @ FaceCropError::NoFace { .. }) => return reject(RejectReason::NoFace, e.to_string()),
+            Err(e @ FaceCropError::BadMinScore(_)) => return reject(RejectReason::NoFace, e.to_string()),
+            Err(e @ FaceCropError::Faces(_)) => return reject(RejectReason::Corrupt, e.to_string()),
+        };
+        let face_png = encode_png(&cropped.crop);
+        let face = cropped.found.map(|found| face_record(&found));
         let sha256: [u8; 32] = Sha256::digest(&file.data).into();
         Ok(Prepared(InsertImage {
             dataset: file.dataset,
@@ -169,6 +222,7 @@ impl Datasets {
             height: decoded.height,
             original: file.data,
             face_png,
+            face,
         }))
     }
 
@@ -307,7 +361,12 @@ impl Datasets {
 
     /// Imports a folder laid out as `<identity>/<file>` into `dataset`, in name order. Used for
     /// the bundled demo faces; the CLI streams the same layout over gRPC.
-    pub fn import_dir(&self, dir: &Path, dataset: &str) -> Result<Vec<(String, ImportOutcome)>, DatasetError> {
+    pub fn import_dir(
+        &self,
+        dir: &Path,
+        dataset: &str,
+        face: FaceRequest,
+    ) -> Result<Vec<(String, ImportOutcome)>, DatasetError> {
         let io = |source| DatasetError::DemoDir { path: dir.display().to_string(), source };
         let mut identities: Vec<_> = std::fs::read_dir(dir).map_err(io)?.collect::<Result<_, _>>().map_err(io)?;
         identities.retain(|e| e.path().is_dir());
@@ -326,6 +385,7 @@ impl Datasets {
                     identity: identity.file_name().to_string_lossy().into_owned(),
                     file_name: file_name.clone(),
                     data,
+                    face,
                 })?;
                 outcomes.push((file_name, outcome));
             }
@@ -347,11 +407,14 @@ mod tests {
     fn datasets() -> (tempfile::TempDir, Datasets) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        (dir, Datasets::new(store, DecodeLimits::default()))
+        let faces = FacePipeline::load(FaceDefaults::default()).unwrap();
+        (dir, Datasets::new(store, DecodeLimits::default(), faces))
     }
 
     fn file(identity: &str, data: Vec<u8>) -> ImportFile {
-        ImportFile { dataset: "demo".into(), identity: identity.into(), file_name: "f.png".into(), data }
+        // Synthetic pictures hold no face: they are cut in center mode.
+        let face = FaceRequest { mode: Some(FaceMode::Center), min_score: None };
+        ImportFile { dataset: "demo".into(), identity: identity.into(), file_name: "f.png".into(), data, face }
     }
 
     #[test]

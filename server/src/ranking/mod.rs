@@ -13,7 +13,7 @@ mod threads;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::dataset::{decode_limited, face_crop, DatasetError, Datasets, DecodeError};
+use crate::dataset::{DatasetError, Datasets, DecodeError, FaceRequest};
 use crate::models::{LoadedModel, ModelError, RegistryError};
 use crate::store::{Store, StoreError};
 use crate::vectors::Metric;
@@ -32,7 +32,8 @@ pub const MAX_BATCH: usize = 256;
 #[derive(Debug, Clone)]
 pub enum FaceRef {
     ImageId(u64),
-    ImageBytes(Vec<u8>),
+    /// Uploaded image bytes, cut as the request asks.
+    ImageBytes(Vec<u8>, FaceRequest),
     Embedding(Vec<f32>),
 }
 
@@ -134,6 +135,7 @@ impl From<DatasetError> for RankingError {
         match e {
             DatasetError::ImageNotFound(id) => RankingError::ImageNotFound(id),
             DatasetError::IdentityNotFound(id) => RankingError::IdentityNotFound(id),
+            DatasetError::BadUpload(e) => RankingError::BadImage(e),
             other => RankingError::Dataset(other),
         }
     }
@@ -215,7 +217,7 @@ impl Ranking {
                 };
                 Ok(Probe { vector, image_id: Some(id), identity_id: Some(image.identity_id) })
             }
-            bytes @ FaceRef::ImageBytes(_) => {
+            bytes @ FaceRef::ImageBytes(..) => {
                 let vector = model.embed_faces(&[&self.face_of(bytes)?])?.remove(0);
                 Ok(Probe { vector, image_id: None, identity_id: None })
             }
@@ -257,7 +259,7 @@ impl Ranking {
     fn face_of(&self, face: FaceRef) -> Result<image::RgbImage, RankingError> {
         match face {
             FaceRef::ImageId(id) => Ok(self.datasets.face(id)?),
-            FaceRef::ImageBytes(bytes) => Ok(face_crop(&decode_limited(&bytes, self.datasets.limits())?.image)),
+            FaceRef::ImageBytes(bytes, request) => Ok(self.datasets.upload_face(&bytes, request)?.crop),
             FaceRef::Embedding(_) => Err(RankingError::MissingFace),
         }
     }

@@ -5,7 +5,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 
 use super::{
-    decode, decode_id, encode, id_key, id_pair_key, now_millis, IdentityRecord, ImageRecord, Store, StoreError,
+    decode, decode_id, encode, id_key, id_pair_key, now_millis, FaceRecord, IdentityRecord, ImageRecord, Store,
+    StoreError,
 };
 
 /// An image ready to be stored: validated, decoded and cropped by the dataset module.
@@ -20,6 +21,8 @@ pub struct InsertImage {
     pub height: u32,
     pub original: Vec<u8>,
     pub face_png: Vec<u8>,
+    /// The detected face, in detect mode.
+    pub face: Option<FaceRecord>,
 }
 
 /// What [`Store::insert_image`] did.
@@ -177,6 +180,7 @@ impl Store {
                 height: new.height,
                 byte_size: new.original.len() as u64,
                 create_millis: now_millis(),
+                face: new.face.clone(),
             };
             images.insert(&id_key(image_id), encode(&record))?;
             originals.insert(&id_key(image_id), new.original.as_slice())?;

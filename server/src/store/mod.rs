@@ -20,8 +20,8 @@ pub use pairs::{NewPair, NewProposal, StoredProposal, BATCH_CLOSED, BATCH_OPEN, 
 use prost::Message;
 pub use records::{
     ActivationRecord, AnnotatorRecord, BatchRecord, ComparisonRecord, EpochRecord, EvaluationRecord, ExampleRecord,
-    IdentityRecord, ImageRecord, InstructionsRecord, JobRecord, LabelRecord, ModelRecord, PairRecord, PairSetRecord,
-    ScoresRecord, TokenRecord, UserRecord, VoteRecord, SPLIT_TEST, SPLIT_TRAIN, SPLIT_VALIDATION,
+    FaceRecord, IdentityRecord, ImageRecord, InstructionsRecord, JobRecord, LabelRecord, ModelRecord, PairRecord,
+    PairSetRecord, ScoresRecord, TokenRecord, UserRecord, VoteRecord, SPLIT_TEST, SPLIT_TRAIN, SPLIT_VALIDATION,
 };
 pub use users::UserInsert;
 

@@ -64,6 +64,25 @@ pub struct ImageRecord {
     pub byte_size: u64,
     #[prost(int64, tag = "10")]
     pub create_millis: i64,
+    /// The detected face its crop was cut from; `None` in center mode.
+    #[prost(message, optional, tag = "11")]
+    pub face: Option<FaceRecord>,
+}
+
+/// A face found in an imported image, in the original's pixels.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FaceRecord {
+    /// How many faces the image held.
+    #[prost(uint32, tag = "1")]
+    pub count: u32,
+    #[prost(float, tag = "2")]
+    pub score: f32,
+    /// x, y, width, height.
+    #[prost(float, repeated, tag = "3")]
+    pub bbox: Vec<f32>,
+    /// x0, y0, x1, y1, … of the 68 landmarks.
+    #[prost(float, repeated, tag = "4")]
+    pub landmarks: Vec<f32>,
 }
 
 /// A person in a dataset.

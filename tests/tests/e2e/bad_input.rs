@@ -171,7 +171,13 @@ fn corpus(name: &str) -> Vec<u8> {
 }
 
 fn import_message(name: &str, data: Vec<u8>) -> pb::ImportImagesRequest {
-    pb::ImportImagesRequest { dataset: "hostile".into(), identity: "Someone".into(), file_name: name.into(), data }
+    pb::ImportImagesRequest {
+        dataset: "hostile".into(),
+        identity: "Someone".into(),
+        file_name: name.into(),
+        data,
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
@@ -223,7 +229,12 @@ async fn broken_images_of_every_format_and_bombs_are_refused_one_by_one() {
 
     // The same bytes given to the RPCs that take an image directly: INVALID_ARGUMENT.
     for message in &messages {
-        let face = || Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageData(message.data.clone())) });
+        let face = || {
+            Some(pb::FaceInput {
+                face: Some(pb::face_input::Face::ImageData(message.data.clone())),
+                ..Default::default()
+            })
+        };
         let error = client.ranking().embed(pb::EmbedRequest { face: face(), ..Default::default() }).await.unwrap_err();
         assert_eq!(error.code(), Code::InvalidArgument, "Embed {}: {}", message.file_name, error.message());
         let error =
@@ -251,6 +262,7 @@ async fn an_upload_that_stops_sending_is_ended_and_keeps_what_it_sent() {
         identity: face.identity.clone(),
         file_name: face.file_name.clone(),
         data: std::fs::read(&face.path).unwrap(),
+        ..Default::default()
     };
     // One file, then silence with the stream left open.
     let (tx, rx) = tokio::sync::mpsc::channel(1);
@@ -278,7 +290,7 @@ async fn out_of_range_values_in_valid_requests_are_named() {
     let image_id = report.results[0].image_id;
     let job = facesim_tests::wait_for_job(&client, report.embedding_job_id).await;
     assert_eq!(job.state, pb::JobState::Succeeded as i32);
-    let query = || Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(image_id)) });
+    let query = || Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(image_id)), ..Default::default() });
     let rank = |r: pb::RankRequest| {
         let client = client.clone();
         async move { client.ranking().rank(r).await.map(|_| ()) }

@@ -6,7 +6,7 @@ use facesim_tests::{demo_subset, wait_for_job as wait_for, TestServer};
 use tonic::Code;
 
 fn face(id: u64) -> Option<pb::FaceInput> {
-    Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(id)) })
+    Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(id)), ..Default::default() })
 }
 
 #[tokio::test]
@@ -55,7 +55,7 @@ async fn embed_and_compare_faces() {
     let bytes = std::fs::read(&files[0].path).unwrap();
     let uploaded = ranking
         .embed(pb::EmbedRequest {
-            face: Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageData(bytes)) }),
+            face: Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageData(bytes)), ..Default::default() }),
             model_id: "descriptor/v1".into(),
         })
         .await
@@ -77,7 +77,10 @@ async fn embed_and_compare_faces() {
     assert!(same.similar && same.score < same.threshold, "{same:?}");
     let by_embedding = ranking
         .compare(pb::CompareRequest {
-            a: Some(pb::FaceInput { face: Some(pb::face_input::Face::Embedding(pb::Embedding { values: stored })) }),
+            a: Some(pb::FaceInput {
+                face: Some(pb::face_input::Face::Embedding(pb::Embedding { values: stored })),
+                ..Default::default()
+            }),
             b: face(ids[1]),
             model_id: String::new(),
         })
@@ -104,7 +107,10 @@ async fn embed_and_compare_faces() {
         (pb::EmbedRequest { face: face(ids[0]), model_id: "gaml/7".into() }, Code::NotFound),
         (
             pb::EmbedRequest {
-                face: Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageData(b"not an image".to_vec())) }),
+                face: Some(pb::FaceInput {
+                    face: Some(pb::face_input::Face::ImageData(b"not an image".to_vec())),
+                    ..Default::default()
+                }),
                 model_id: String::new(),
             },
             Code::InvalidArgument,
@@ -113,6 +119,7 @@ async fn embed_and_compare_faces() {
             pb::EmbedRequest {
                 face: Some(pb::FaceInput {
                     face: Some(pb::face_input::Face::Embedding(pb::Embedding { values: vec![1.0, 2.0, 3.0] })),
+                    ..Default::default()
                 }),
                 model_id: String::new(),
             },

@@ -4,6 +4,7 @@
 mod auth_matrix;
 mod bad_input;
 mod embeddings;
+mod faces;
 mod import;
 mod labeling;
 mod paging;

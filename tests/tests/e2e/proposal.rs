@@ -22,7 +22,7 @@ async fn reference_pairs(client: &Client) -> Vec<RefPair> {
         .images;
     let mut embedded = Vec::new();
     for image in &images {
-        let face = Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(image.id)) });
+        let face = Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(image.id)), ..Default::default() });
         let request = pb::EmbedRequest { face, model_id: String::new() };
         let values = client.ranking().embed(request).await.unwrap().into_inner().embedding.unwrap().values;
         embedded.push((image.id, image.identity_id, values));

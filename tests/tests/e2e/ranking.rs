@@ -13,7 +13,7 @@ use tonic::Code;
 use super::training::{hyper, train};
 
 fn face(id: u64) -> Option<pb::FaceInput> {
-    Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(id)) })
+    Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(id)), ..Default::default() })
 }
 
 fn query(id: u64, k: u32) -> pb::RankRequest {
@@ -99,7 +99,7 @@ async fn services_rank_faces_with_filters_grouping_thresholds_and_both_search_mo
     let uploaded = rank(
         &service,
         pb::RankRequest {
-            query: Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageData(bytes)) }),
+            query: Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageData(bytes)), ..Default::default() }),
             k: 3,
             ..Default::default()
         },
@@ -112,6 +112,7 @@ async fn services_rank_faces_with_filters_grouping_thresholds_and_both_search_mo
         pb::RankRequest {
             query: Some(pb::FaceInput {
                 face: Some(pb::face_input::Face::Embedding(pb::Embedding { values: embedding[&probe].clone() })),
+                ..Default::default()
             }),
             k: 3,
             ..Default::default()
@@ -273,6 +274,7 @@ async fn services_rank_faces_with_filters_grouping_thresholds_and_both_search_mo
             pb::RankRequest {
                 query: Some(pb::FaceInput {
                     face: Some(pb::face_input::Face::Embedding(pb::Embedding { values: vec![0.5; 128] })),
+                    ..Default::default()
                 }),
                 filter: Some(pb::RankFilter { exclude_query_identity: true, ..Default::default() }),
                 k: 5,
@@ -285,6 +287,7 @@ async fn services_rank_faces_with_filters_grouping_thresholds_and_both_search_mo
             pb::RankRequest {
                 query: Some(pb::FaceInput {
                     face: Some(pb::face_input::Face::Embedding(pb::Embedding { values: vec![0.5; 3] })),
+                    ..Default::default()
                 }),
                 ..Default::default()
             },

@@ -123,7 +123,7 @@ async fn rounds_propose_with_the_newest_model_and_models_record_their_rounds() {
         let researcher = researcher.clone();
         let model_id = model1.id.clone();
         async move {
-            let face = Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(id)) });
+            let face = Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(id)), ..Default::default() });
             let e = researcher.ranking().embed(pb::EmbedRequest { face, model_id }).await.unwrap().into_inner();
             let mut v = e.embedding.unwrap().values;
             if metric == pb::DistanceMetric::Cosine as i32 {

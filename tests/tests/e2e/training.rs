@@ -244,7 +244,7 @@ async fn crowd_labels_train_a_gaml_model_that_is_registered_and_activated() {
     let gone = researcher.models().get_model(pb::GetModelRequest { model_id: model_id.clone() }).await;
     assert_eq!(gone.unwrap_err().code(), Code::NotFound);
     let pinned = pb::RankRequest {
-        query: Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(1)) }),
+        query: Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(1)), ..Default::default() }),
         k: 3,
         model_id: model_id.clone(),
         ..Default::default()
