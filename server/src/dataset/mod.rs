@@ -153,9 +153,8 @@ impl Datasets {
         &self.limits
     }
 
-    /// The face pipeline every image goes through.
-    pub fn faces(&self) -> &FacePipeline {
-        &self.faces
+    fn decode_upload(&self, bytes: &[u8]) -> Result<decode::Decoded, DatasetError> {
+        decode_limited(bytes, &self.limits).map_err(DatasetError::BadUpload)
     }
 
     /// Every face of uploaded image bytes, largest first, with the image's size.
@@ -164,14 +163,14 @@ impl Datasets {
         bytes: &[u8],
         request: FaceRequest,
     ) -> Result<(crate::faces::Found, u32, u32), DatasetError> {
-        let decoded = decode_limited(bytes, &self.limits).map_err(DatasetError::BadUpload)?;
+        let decoded = self.decode_upload(bytes)?;
         let found = self.faces.detect(&decoded.image.to_rgb8(), request.min_score)?;
         Ok((found, decoded.width, decoded.height))
     }
 
     /// The face crop of uploaded image bytes (not stored), as a ranking RPC sees it.
     pub fn upload_face(&self, bytes: &[u8], request: FaceRequest) -> Result<FaceCrop, DatasetError> {
-        let decoded = decode_limited(bytes, &self.limits).map_err(DatasetError::BadUpload)?;
+        let decoded = self.decode_upload(bytes)?;
         Ok(self.faces.crop(&decoded.image, request)?)
     }
 
@@ -205,8 +204,9 @@ impl Datasets {
         };
         let cropped = match self.faces.crop(&decoded.image, file.face) {
             Ok(cropped) => cropped,
-            Err(e @ FaceCropError::NoFace { .. }) => return reject(RejectReason::NoFace, e.to_string()),
-            Err(e @ FaceCropError::BadMinScore(_)) => return reject(RejectReason::NoFace, e.to_string()),
+            Err(e @ (FaceCropError::NoFace { .. } | FaceCropError::BadMinScore(_))) => {
+                return reject(RejectReason::NoFace, e.to_string())
+            }
             Err(e @ FaceCropError::Faces(_)) => return reject(RejectReason::Corrupt, e.to_string()),
         };
         let face_png = encode_png(&cropped.crop);
