@@ -64,11 +64,13 @@ impl<F: Fn(u64, u64) + Send + Sync + 'static> ImportProgress for F {
 }
 
 /// How the server cuts faces from the files sent: `pb::FaceMode` as a number (0 = the server's
-/// default) and the least detector score (0 = the server's default).
+/// default), the least detector score (0 = the server's default), and, for imports, whether
+/// every face of a file is stored as its own image (`file#k`) rather than the largest only.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct FaceChoice {
     pub mode: i32,
     pub min_score: f32,
+    pub all_faces: bool,
 }
 
 impl Client {
@@ -118,6 +120,7 @@ impl Client {
                                 data,
                                 face_mode: face.mode,
                                 min_face_score: face.min_score,
+                                all_faces: face.all_faces,
                             })
                         }
                         Err(e) => {

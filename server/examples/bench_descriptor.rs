@@ -4,21 +4,15 @@
 //!
 //! cargo run --release -p facesim-server --example bench_descriptor -- <inputs-dir> [seconds]
 
+#[path = "support/peak_rss.rs"]
+mod peak_rss;
+
+use peak_rss::peak_rss_mib;
 use std::time::Instant;
 
 use candle_core::Device;
 use facesim_server::models::descriptor::Descriptor;
 use image::RgbImage;
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
 
 fn main() -> anyhow::Result<()> {
     facesim_server::cpu::park_idle_candle_threads();

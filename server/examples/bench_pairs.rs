@@ -9,6 +9,10 @@
 //! k-th distance (threshold mode, the method's rule) and reports both. Pairs of one identity are
 //! included, as FAISS has no notion of identity; `-` as ids file gives every row its own.
 
+#[path = "support/peak_rss.rs"]
+mod peak_rss;
+
+use peak_rss::peak_rss_mib;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -16,16 +20,6 @@ use facesim_server::proposal::search::{self, Control, PairFilter, Vectors};
 use facesim_server::vectors::blocks;
 
 const DIM: usize = 128;
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
 
 /// GFLOP/s of a large single-precision product of the search's shape (k = 128) through the same
 /// blocked product (`vectors::blocks::dots`) and thread count: the ceiling the search could reach.

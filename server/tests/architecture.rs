@@ -63,6 +63,11 @@ fn references(file: &SourceFile) -> BTreeSet<ModPath> {
     let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
     let mut i = 0;
     while i < bytes.len() {
+        // Inside a multi-byte character (such as '→' in a message): not the start of a path.
+        if !file.code.is_char_boundary(i) {
+            i += 1;
+            continue;
+        }
         let rest = &file.code[i..];
         let starts_word = i == 0 || !ident(bytes[i - 1]) && bytes[i - 1] != b':';
         let (base, skip) = if starts_word && rest.starts_with("crate::") {

@@ -3,7 +3,8 @@
 # face-api's original networks on them in Node (pure-JS TensorFlow.js CPU backend), then runs the
 # Rust tests that compare the Candle ports with those fresh results: the descriptor (max
 # |difference| < 1e-3), and the face detector with the 68-point landmarks (box corners and points
-# within 0.5 px, scores within 1e-3).
+# within 0.5 px, scores within 1e-3). Then dlib's own C++ descriptor (dlib-bin) on the same
+# inputs against the Candle network loaded from dlib's full-precision file (< 1e-4).
 #
 # Usage: bash tools/faceapi-reference/check.sh [--update]   (--update also rewrites the fixtures)
 set -euo pipefail
@@ -12,10 +13,15 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 (cd tools/faceapi-reference && npm ci --no-audit --no-fund --silent)
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    dlib-bin==20.0.1.post1 face-recognition-models==0.3.0 numpy
 cargo run --quiet --example descriptor_inputs -- "$work/inputs"
 node tools/faceapi-reference/reference.mjs "$work/inputs" models/face-api "$work/faceapi.json" | tail -1
 FACESIM_DESCRIPTOR_FIXTURE="$work/faceapi.json" \
     cargo test --quiet --test descriptor_reference -- --nocapture
+python3 bench/descriptor_dlib.py "$work/inputs" 0.1 "$work/dlib.json" > /dev/null
+FACESIM_DLIB_DESCRIPTOR_FIXTURE="$work/dlib.json" \
+    cargo test --quiet --test descriptor_dlib -- --nocapture
 cargo run --quiet --example faces_inputs -- reference "$work/faces"
 node tools/faceapi-reference/detect_reference.mjs "$work/faces" models/face-api "$work/faces.json" tiny cpu | tail -1
 FACESIM_FACES_FIXTURE="$work/faces.json" \
@@ -23,5 +29,6 @@ FACESIM_FACES_FIXTURE="$work/faces.json" \
 if [ "${1:-}" = "--update" ]; then
     cp "$work/faceapi.json" server/tests/fixtures/faceapi_descriptors.json
     cp "$work/faces.json" server/tests/fixtures/faceapi_faces.json
+    cp "$work/dlib.json" server/tests/fixtures/dlib_descriptors.json
     echo "fixtures updated"
 fi

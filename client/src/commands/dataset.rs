@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
-use facesim_client::{pb, scan_import_dir, Client, ClientError};
+use facesim_client::{pb, scan_import_dir, Client, ClientError, FaceChoice};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{paginate, time};
@@ -33,6 +33,11 @@ pub enum DatasetCommand {
         wait: bool,
         #[command(flatten)]
         face: super::faces::FaceArgs,
+        /// Store every face found in a photo as its own image, named `<file>#<k>` (k = 1 for
+        /// the largest), in the folder's identity; without it only the largest face is kept.
+        /// Needs detect mode.
+        #[arg(long)]
+        all_faces: bool,
     },
     /// List images, one page at a time (or all with --all).
     List {
@@ -86,8 +91,9 @@ pub enum DatasetCommand {
 
 pub async fn run(client: &Client, command: DatasetCommand) -> anyhow::Result<()> {
     match command {
-        DatasetCommand::Import { dir, dataset, verbose, wait, face } => {
-            import(client, dir, dataset, verbose, wait, face).await
+        DatasetCommand::Import { dir, dataset, verbose, wait, face, all_faces } => {
+            let choice = FaceChoice { all_faces, ..face.choice() };
+            import(client, dir, dataset, verbose, wait, choice).await
         }
         DatasetCommand::List { dataset, identity_id, page_size, page_token, all } => {
             println!("{:>7}  {:<12} {:<32} {:<28} {:>9}  created (UTC)", "id", "dataset", "identity", "file", "size");
@@ -217,7 +223,7 @@ async fn import(
     dataset: Option<String>,
     verbose: bool,
     wait: bool,
-    face: super::faces::FaceArgs,
+    face: FaceChoice,
 ) -> anyhow::Result<()> {
     let dataset = match dataset {
         Some(name) => name,
@@ -240,7 +246,7 @@ async fn import(
     let files = entries.len();
     let bar_in = bar.clone();
     let report = client
-        .import_files_with(&dataset, entries, face.choice(), move |sent: u64, bytes: u64| {
+        .import_files_with(&dataset, entries, face, move |sent: u64, bytes: u64| {
             bar_in.set_position(bytes);
             bar_in.set_message(format!("{sent}/{files} files"));
         })

@@ -36,6 +36,7 @@ impl FaceArgs {
                 Some(FaceModeArg::Center) => pb::FaceMode::Center,
             } as i32,
             min_score: self.min_face_score.unwrap_or(0.0),
+            all_faces: false,
         }
     }
 }

@@ -10,7 +10,7 @@ use tracing::instrument;
 
 use super::convert::{self, required_id};
 use super::status::from_join;
-use crate::dataset::{ImportFile, ImportOutcome, RejectReason};
+use crate::dataset::{FaceMode, ImportFile, ImportOutcome, RejectReason};
 use crate::state::AppState;
 
 pub struct DatasetApi {
@@ -84,12 +84,19 @@ impl DatasetService for DatasetApi {
                     let file_name = message.file_name.clone();
                     let identity = message.identity.clone();
                     let face = convert::face_request(message.face_mode, message.min_face_score, "")?;
+                    if message.all_faces && face.mode.unwrap_or(datasets.face_defaults().mode) == FaceMode::Center {
+                        return Err(Status::invalid_argument(
+                            "all_faces stores each detected face: it needs face_mode detect (this request, or the \
+                             server's default, is center)",
+                        ));
+                    }
                     let file = ImportFile {
                         dataset: message.dataset,
                         identity: message.identity,
                         file_name: message.file_name,
                         data: message.data,
                         face,
+                        all_faces: message.all_faces,
                     };
                     let prepared =
                         tokio::task::spawn_blocking(move || datasets.prepare(file)).await.map_err(from_join)?;
@@ -111,36 +118,49 @@ impl DatasetService for DatasetApi {
                 }
             };
             // Files are decoded in parallel but stored in stream order, so ids follow the order
-            // in which the client sent the files.
-            let outcome = match prepared {
+            // in which the client sent the files (and the faces of a file, largest first).
+            let outcomes = match prepared {
                 Ok(prepared) => {
                     let datasets = datasets.clone();
-                    tokio::task::spawn_blocking(move || datasets.store(prepared)).await.map_err(from_join)??
+                    tokio::task::spawn_blocking(move || {
+                        prepared
+                            .into_iter()
+                            .map(|p| {
+                                let name = p.file_name().to_string();
+                                datasets.store(p).map(|outcome| (name, outcome))
+                            })
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .await
+                    .map_err(from_join)??
                 }
-                Err(rejected) => rejected,
+                Err(rejected) => vec![(file_name, rejected)],
             };
-            let mut result = pb::ImportResult { index, file_name, identity, ..Default::default() };
-            match outcome {
-                ImportOutcome::Imported { image_id, .. } => {
-                    result.set_outcome(pb::ImportOutcome::Imported);
-                    result.image_id = image_id;
-                    response.imported += 1;
+            for (file_name, outcome) in outcomes {
+                let mut result =
+                    pb::ImportResult { index, file_name, identity: identity.clone(), ..Default::default() };
+                match outcome {
+                    ImportOutcome::Imported { image_id, .. } => {
+                        result.set_outcome(pb::ImportOutcome::Imported);
+                        result.image_id = image_id;
+                        response.imported += 1;
+                    }
+                    ImportOutcome::Duplicate { image_id } => {
+                        result.set_outcome(pb::ImportOutcome::Duplicate);
+                        result.image_id = image_id;
+                        result.message = format!("the same bytes are already stored as image {image_id}");
+                        response.duplicates += 1;
+                    }
+                    ImportOutcome::Rejected { reason, message } => {
+                        tracing::info!(file = %result.file_name, %message, "file rejected");
+                        result.set_outcome(pb::ImportOutcome::Rejected);
+                        result.set_error(reject_reason(reason));
+                        result.message = message;
+                        response.rejected += 1;
+                    }
                 }
-                ImportOutcome::Duplicate { image_id } => {
-                    result.set_outcome(pb::ImportOutcome::Duplicate);
-                    result.image_id = image_id;
-                    result.message = format!("the same bytes are already stored as image {image_id}");
-                    response.duplicates += 1;
-                }
-                ImportOutcome::Rejected { reason, message } => {
-                    tracing::info!(file = %result.file_name, %message, "file rejected");
-                    result.set_outcome(pb::ImportOutcome::Rejected);
-                    result.set_error(reject_reason(reason));
-                    result.message = message;
-                    response.rejected += 1;
-                }
+                response.results.push(result);
             }
-            response.results.push(result);
         }
         // Acknowledge only what is on disk.
         self.state.datasets.flush().await?;

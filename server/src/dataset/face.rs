@@ -124,18 +124,33 @@ impl FacePipeline {
     /// The crop of `image` as `request` (or the defaults) asks: in detect mode, of its largest
     /// face. CPU-heavy.
     pub fn crop(&self, image: &DynamicImage, request: FaceRequest) -> Result<FaceCrop, FaceCropError> {
+        let mut crops = self.crops(image, request, false)?;
+        Ok(crops.swap_remove(0))
+    }
+
+    /// The crops of `image`: of its largest face, or with `all` of every face (largest first);
+    /// in center mode, the one centred crop. Never empty. CPU-heavy.
+    pub fn crops(&self, image: &DynamicImage, request: FaceRequest, all: bool) -> Result<Vec<FaceCrop>, FaceCropError> {
         let settings = self.settings(request.min_score)?;
         match request.mode.unwrap_or(self.defaults.mode) {
-            FaceMode::Center => Ok(FaceCrop { crop: face_crop(image), found: None }),
+            FaceMode::Center => Ok(vec![FaceCrop { crop: face_crop(image), found: None }]),
             FaceMode::Detect => {
                 let rgb = image.to_rgb8();
                 let found = self.finder.find(&rgb, settings)?;
                 let count = found.faces.len();
-                let Some(face) = found.faces.into_iter().next() else {
+                if count == 0 {
                     return Err(FaceCropError::NoFace { best: found.best_score, min_score: settings.min_score });
-                };
-                let crop = self.finder.chip(&rgb, &face)?;
-                Ok(FaceCrop { crop, found: Some(FoundFace { face, count }) })
+                }
+                let keep = if all { count } else { 1 };
+                found
+                    .faces
+                    .into_iter()
+                    .take(keep)
+                    .map(|face| {
+                        let crop = self.finder.chip(&rgb, &face)?;
+                        Ok(FaceCrop { crop, found: Some(FoundFace { face, count }) })
+                    })
+                    .collect()
             }
         }
     }

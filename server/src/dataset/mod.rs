@@ -72,11 +72,21 @@ pub struct ImportFile {
     pub data: Vec<u8>,
     /// How the face is cut (defaults: the server's).
     pub face: FaceRequest,
+    /// Store every detected face as its own image (`file_name#k`, k = 1 for the largest)
+    /// instead of the largest only.
+    pub all_faces: bool,
 }
 
-/// A decoded, cropped and hashed file, ready to be stored.
+/// A decoded, cropped and hashed face of a file, ready to be stored.
 #[derive(Debug)]
 pub struct Prepared(InsertImage);
+
+impl Prepared {
+    /// The name it is stored under (`file#k` for the faces of an all-faces import).
+    pub fn file_name(&self) -> &str {
+        &self.0.file_name
+    }
+}
 
 /// Importing and reading images.
 #[derive(Clone)]
@@ -153,6 +163,11 @@ impl Datasets {
         &self.limits
     }
 
+    /// The server's face mode and threshold, used where a request leaves them unset.
+    pub fn face_defaults(&self) -> FaceDefaults {
+        self.faces.defaults()
+    }
+
     fn decode_upload(&self, bytes: &[u8]) -> Result<decode::Decoded, DatasetError> {
         decode_limited(bytes, &self.limits).map_err(DatasetError::BadUpload)
     }
@@ -174,17 +189,19 @@ impl Datasets {
         Ok(self.faces.crop(&decoded.image, request)?)
     }
 
-    /// Validates, decodes, crops and stores one file. CPU-heavy: call from a blocking thread.
-    pub fn import(&self, file: ImportFile) -> Result<ImportOutcome, DatasetError> {
+    /// Validates, decodes, crops and stores one file: the outcome of each face stored (one
+    /// unless `all_faces`), or the file's rejection. CPU-heavy: call from a blocking thread.
+    pub fn import(&self, file: ImportFile) -> Result<Vec<ImportOutcome>, DatasetError> {
         match self.prepare(file) {
-            Ok(prepared) => self.store(prepared),
-            Err(rejected) => Ok(rejected),
+            Ok(prepared) => prepared.into_iter().map(|p| self.store(p)).collect(),
+            Err(rejected) => Ok(vec![rejected]),
         }
     }
 
     /// The CPU-heavy half of an import: validates names, decodes under the limits, crops and
-    /// hashes. Many files may be prepared at once; [`Datasets::store`] then keeps their order.
-    pub fn prepare(&self, file: ImportFile) -> Result<Prepared, ImportOutcome> {
+    /// hashes, one [`Prepared`] per face kept (never none). Many files may be prepared at once;
+    /// [`Datasets::store`] then keeps their order.
+    pub fn prepare(&self, file: ImportFile) -> Result<Vec<Prepared>, ImportOutcome> {
         let reject = |reason, message: String| Err(ImportOutcome::Rejected { reason, message });
         if !valid_dataset_name(&file.dataset) {
             return reject(
@@ -202,28 +219,41 @@ impl Datasets {
             Ok(decoded) => decoded,
             Err(e) => return reject(e.reason(), e.to_string()),
         };
-        let cropped = match self.faces.crop(&decoded.image, file.face) {
-            Ok(cropped) => cropped,
+        let crops = match self.faces.crops(&decoded.image, file.face, file.all_faces) {
+            Ok(crops) => crops,
             Err(e @ (FaceCropError::NoFace { .. } | FaceCropError::BadMinScore(_))) => {
                 return reject(RejectReason::NoFace, e.to_string())
             }
             Err(e @ FaceCropError::Faces(_)) => return reject(RejectReason::Corrupt, e.to_string()),
         };
-        let face_png = encode_png(&cropped.crop);
-        let face = cropped.found.map(|found| face_record(&found));
-        let sha256: [u8; 32] = Sha256::digest(&file.data).into();
-        Ok(Prepared(InsertImage {
-            dataset: file.dataset,
-            identity: file.identity,
-            file_name: file.file_name,
-            sha256,
-            format: decoded.format as i32,
-            width: decoded.width,
-            height: decoded.height,
-            original: file.data,
-            face_png,
-            face,
-        }))
+        let several = file.all_faces;
+        Ok(crops
+            .into_iter()
+            .enumerate()
+            .map(|(k, cropped)| {
+                // The k-th face of an all-faces import is its own image: its name and hash say
+                // which face it is, so that importing the file again finds each one stored.
+                let (file_name, sha256): (String, [u8; 32]) = if several {
+                    let suffix = format!("#{}", k + 1);
+                    let hash = Sha256::new().chain_update(&file.data).chain_update(suffix.as_bytes()).finalize();
+                    (format!("{}{suffix}", file.file_name), hash.into())
+                } else {
+                    (file.file_name.clone(), Sha256::digest(&file.data).into())
+                };
+                Prepared(InsertImage {
+                    dataset: file.dataset.clone(),
+                    identity: file.identity.clone(),
+                    file_name,
+                    sha256,
+                    format: decoded.format as i32,
+                    width: decoded.width,
+                    height: decoded.height,
+                    original: file.data.clone(),
+                    face_png: encode_png(&cropped.crop),
+                    face: cropped.found.map(|found| face_record(&found)),
+                })
+            })
+            .collect())
     }
 
     /// Stores a prepared image (ids are handed out in the order of these calls).
@@ -380,14 +410,15 @@ impl Datasets {
             for file in files {
                 let file_name = file.file_name().to_string_lossy().into_owned();
                 let data = std::fs::read(file.path()).map_err(io)?;
-                let outcome = self.import(ImportFile {
+                let mut outcome = self.import(ImportFile {
                     dataset: dataset.to_string(),
                     identity: identity.file_name().to_string_lossy().into_owned(),
                     file_name: file_name.clone(),
                     data,
                     face,
+                    all_faces: false,
                 })?;
-                outcomes.push((file_name, outcome));
+                outcomes.push((file_name, outcome.swap_remove(0)));
             }
         }
         self.store.flush_blocking()?;
@@ -414,16 +445,23 @@ mod tests {
     fn file(identity: &str, data: Vec<u8>) -> ImportFile {
         // Synthetic pictures hold no face: they are cut in center mode.
         let face = FaceRequest { mode: Some(FaceMode::Center), min_score: None };
-        ImportFile { dataset: "demo".into(), identity: identity.into(), file_name: "f.png".into(), data, face }
+        ImportFile {
+            dataset: "demo".into(),
+            identity: identity.into(),
+            file_name: "f.png".into(),
+            data,
+            face,
+            all_faces: false,
+        }
     }
 
     #[test]
     fn imports_dedupes_and_counts_identities() {
         let (_dir, ds) = datasets();
-        let a = ds.import(file("Ada", png_bytes(60, 40))).unwrap();
+        let a = ds.import(file("Ada", png_bytes(60, 40))).unwrap().remove(0);
         let ImportOutcome::Imported { image_id, identity_id } = a else { panic!("{a:?}") };
-        assert_eq!(ds.import(file("Bob", png_bytes(60, 40))).unwrap(), ImportOutcome::Duplicate { image_id });
-        ds.import(file("Ada", png_bytes(61, 40))).unwrap();
+        assert_eq!(ds.import(file("Bob", png_bytes(60, 40))).unwrap().remove(0), ImportOutcome::Duplicate { image_id });
+        ds.import(file("Ada", png_bytes(61, 40))).unwrap().remove(0);
         assert_eq!(ds.identity(identity_id).unwrap().image_count, 2);
         let face = image::load_from_memory(&ds.face_png(image_id).unwrap()).unwrap();
         assert_eq!((face.width(), face.height()), (FACE_SIZE, FACE_SIZE));
@@ -435,7 +473,7 @@ mod tests {
     fn rejects_bad_names_without_storing() {
         let (_dir, ds) = datasets();
         for identity in ["", "..", "a/b", "a\\b", " x", "tab\there"] {
-            let out = ds.import(file(identity, png_bytes(40, 40))).unwrap();
+            let out = ds.import(file(identity, png_bytes(40, 40))).unwrap().remove(0);
             assert!(matches!(out, ImportOutcome::Rejected { reason: RejectReason::InvalidName, .. }), "{identity:?}");
         }
         assert!(ds.is_empty());
@@ -446,13 +484,14 @@ mod tests {
         let (_dir, ds) = datasets();
         let mut ids = vec![];
         for i in 0..5 {
-            let ImportOutcome::Imported { image_id, .. } = ds.import(file("Ada", png_bytes(40 + i, 40))).unwrap()
+            let ImportOutcome::Imported { image_id, .. } =
+                ds.import(file("Ada", png_bytes(40 + i, 40))).unwrap().remove(0)
             else {
                 panic!()
             };
             ids.push(image_id);
         }
-        ds.import(file("Bob", png_bytes(90, 90))).unwrap();
+        ds.import(file("Bob", png_bytes(90, 90))).unwrap().remove(0);
         let ada = ds.image(ids[0]).unwrap().identity_id;
         let (first, next) = ds.images_page(None, Some(ada), 0, 2).unwrap();
         assert_eq!(first.iter().map(|i| i.id).collect::<Vec<_>>(), ids[..2]);
@@ -471,6 +510,6 @@ mod tests {
         assert!(matches!(ds.image(ids[0]), Err(DatasetError::ImageNotFound(_))));
         assert_eq!(ds.identity(ada).unwrap().image_count, 4);
         // The bytes can be imported again once deleted.
-        assert!(matches!(ds.import(file("Ada", png_bytes(40, 40))).unwrap(), ImportOutcome::Imported { .. }));
+        assert!(matches!(ds.import(file("Ada", png_bytes(40, 40))).unwrap().remove(0), ImportOutcome::Imported { .. }));
     }
 }

@@ -66,7 +66,7 @@ async fn photos_are_cut_at_their_detected_face_and_pictures_without_one_are_refu
     assert!(x > 20.0 && y > 20.0 && x + w < 230.0 && y + h < 230.0 && w > 60.0, "{:?}", face.r#box);
 
     // The same photo in center mode is the old centred crop: no face recorded.
-    let center = FaceChoice { mode: pb::FaceMode::Center as i32, min_score: 0.0 };
+    let center = FaceChoice { mode: pb::FaceMode::Center as i32, ..Default::default() };
     let again = client.import_files_with("centred", vec![entry("Nobody", grey)], center, |_, _| {}).await.unwrap();
     assert_eq!(again.imported, 1, "center mode takes any picture: {again:?}");
     let stored =
@@ -138,8 +138,9 @@ async fn photos_are_cut_at_their_detected_face_and_pictures_without_one_are_refu
     image::imageops::replace(&mut pair, &right, 250, 0);
     let mut png = std::io::Cursor::new(Vec::new());
     pair.write_to(&mut png, image::ImageFormat::Png).unwrap();
+    let pair_png = png.into_inner();
     let found = ranking
-        .detect_faces(pb::DetectFacesRequest { image_data: png.into_inner(), min_face_score: 0.0 })
+        .detect_faces(pb::DetectFacesRequest { image_data: pair_png.clone(), min_face_score: 0.0 })
         .await
         .unwrap()
         .into_inner();
@@ -157,4 +158,39 @@ async fn photos_are_cut_at_their_detected_face_and_pictures_without_one_are_refu
         .unwrap()
         .into_inner();
     assert!(none.faces.is_empty() && none.best_score < 0.5, "{none:?}");
+
+    // --all-faces: each face of the pair photo is its own image, `file#k`, largest first, with
+    // the face count; importing the file again finds every face stored; center mode refuses.
+    let pair_path = tmp.path().join("pair.png");
+    std::fs::write(&pair_path, &pair_png).unwrap();
+    let all = FaceChoice { all_faces: true, ..Default::default() };
+    let report =
+        client.import_files_with("group", vec![entry("Pair", pair_path.clone())], all, |_, _| {}).await.unwrap();
+    assert_eq!(report.imported as usize, found.faces.len(), "{report:?}");
+    let names: Vec<&str> = report.results.iter().map(|r| r.file_name.as_str()).collect();
+    let expected: Vec<String> = (1..=found.faces.len()).map(|k| format!("pair.png#{k}")).collect();
+    assert_eq!(names, expected);
+    assert!(report.results.iter().all(|r| r.index == 0));
+    for (result, face) in report.results.iter().zip(&found.faces) {
+        let image =
+            client.datasets().get_image(pb::GetImageRequest { image_id: result.image_id }).await.unwrap().into_inner();
+        assert_eq!(image.face_count as usize, found.faces.len());
+        let stored = image.face.expect("a face per record");
+        let gap = stored.r#box.iter().zip(&face.r#box).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(
+            gap < 1e-3,
+            "record {} has the box of face {}: {:?} vs {:?}",
+            result.file_name,
+            result.index,
+            stored.r#box,
+            face.r#box
+        );
+    }
+    let again =
+        client.import_files_with("group", vec![entry("Pair", pair_path.clone())], all, |_, _| {}).await.unwrap();
+    assert_eq!((again.imported, again.duplicates as usize), (0, found.faces.len()), "{again:?}");
+    let centred_all = FaceChoice { mode: pb::FaceMode::Center as i32, all_faces: true, ..Default::default() };
+    let err =
+        client.import_files_with("group", vec![entry("Pair", pair_path)], centred_all, |_, _| {}).await.unwrap_err();
+    assert!(err.to_string().contains("needs face_mode detect"), "{err}");
 }

@@ -6,6 +6,7 @@
 //! Input normalisation, as in the original: `(pixel − [122.782, 117.001, 104.298]) / 255` per
 //! RGB channel. The weights (TensorFlow.js format, uint8-quantised) are compiled into the binary.
 
+mod dlib_dat;
 mod embedder;
 mod net;
 
@@ -72,8 +73,23 @@ pub fn device_name(device: &Device) -> String {
 impl Descriptor {
     /// Loads the bundled weights onto `device`.
     pub fn load(device: Device) -> Result<Self, DescriptorError> {
+        Self::load_faceapi(device)
+    }
+
+    /// face-api's 8-bit copy of dlib's weights (bundled), as face-api computes it (pixels / 255).
+    pub fn load_faceapi(device: Device) -> Result<Self, DescriptorError> {
         let weights = tfjs::decode(MANIFEST, WEIGHTS)?;
-        Ok(Descriptor { net: net::Net::load(&weights, &device)?, device })
+        Self::new(net::NetParams::from_tfjs(&weights)?, device)
+    }
+
+    /// dlib's own full-precision weights from the bytes of a
+    /// `dlib_face_recognition_resnet_model_v1.dat`, computed as dlib does (pixels / 256).
+    pub fn from_dlib_dat(bytes: &[u8], device: Device) -> Result<Self, DescriptorError> {
+        Self::new(dlib_dat::read(bytes)?, device)
+    }
+
+    fn new(params: net::NetParams, device: Device) -> Result<Self, DescriptorError> {
+        Ok(Descriptor { net: net::Net::new(params, &device)?, device })
     }
 
     pub fn device(&self) -> &Device {
@@ -88,8 +104,9 @@ impl Descriptor {
             if face.dimensions() != (FACE_SIZE, FACE_SIZE) {
                 return Err(DescriptorError::BadInput(face.width(), face.height()));
             }
+            let scale = self.net.input_scale();
             for (c, mean) in MEAN_RGB.iter().enumerate() {
-                data.extend(face.pixels().map(|p| (f32::from(p.0[c]) - mean) / 255.0));
+                data.extend(face.pixels().map(|p| (f32::from(p.0[c]) - mean) / scale));
             }
         }
         Ok(Tensor::from_vec(data, (faces.len(), 3, side, side), &self.device)?)
