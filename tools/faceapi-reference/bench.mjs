@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
+import { loadNet } from './weights.mjs';
 
 const require = createRequire(import.meta.url);
 const faceapi = require('@vladmandic/face-api/dist/face-api.node-wasm.js');
@@ -17,10 +18,7 @@ wasm.setWasmPaths(`${path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm
 await tf.setBackend('wasm');
 await tf.ready();
 
-const manifest = JSON.parse(fs.readFileSync(path.join(modelsDir, 'face_recognition_model-weights_manifest.json'), 'utf8'));
-const bin = fs.readFileSync(path.join(modelsDir, 'face_recognition_model.bin'));
-const weightMap = tf.io.decodeWeights(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength), manifest.flatMap((g) => g.weights));
-faceapi.nets.faceRecognitionNet.loadFromWeightMap(weightMap);
+loadNet(tf, faceapi.nets.faceRecognitionNet, modelsDir, 'face_recognition_model');
 
 const names = JSON.parse(fs.readFileSync(path.join(inputsDir, 'index.json'), 'utf8'));
 const faces = names.map((n) => fs.readFileSync(path.join(inputsDir, `${n}.rgb`)));

@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
+import { loadNet } from './weights.mjs';
 
 const require = createRequire(import.meta.url);
 const faceapi = require('@vladmandic/face-api/dist/face-api.node-wasm.js');
@@ -20,12 +21,7 @@ wasm.setWasmPaths(`${path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm
 await tf.setBackend('wasm');
 await tf.ready();
 
-function load(net, name) {
-  const manifest = JSON.parse(fs.readFileSync(path.join(modelsDir, `${name}-weights_manifest.json`), 'utf8'));
-  const bin = fs.readFileSync(path.join(modelsDir, `${name}.bin`));
-  const buffer = bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength);
-  net.loadFromWeightMap(tf.io.decodeWeights(buffer, manifest.flatMap((group) => group.weights)));
-}
+const load = (net, name) => loadNet(tf, net, modelsDir, name);
 load(faceapi.nets.tinyFaceDetector, 'tiny_face_detector_model');
 load(faceapi.nets.faceLandmark68Net, 'face_landmark_68_model');
 load(faceapi.nets.faceRecognitionNet, 'face_recognition_model');

@@ -9,6 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
+import { loadNet } from './weights.mjs';
 
 const require = createRequire(import.meta.url);
 const faceapi = require('@vladmandic/face-api/dist/face-api.node-wasm.js');
@@ -26,12 +27,7 @@ if (backend === 'wasm') {
 await tf.setBackend(backend);
 await tf.ready();
 
-function load(net, name) {
-  const manifest = JSON.parse(fs.readFileSync(path.join(modelsDir, `${name}-weights_manifest.json`), 'utf8'));
-  const bin = fs.readFileSync(path.join(modelsDir, `${name}.bin`));
-  const buffer = bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength);
-  net.loadFromWeightMap(tf.io.decodeWeights(buffer, manifest.flatMap((group) => group.weights)));
-}
+const load = (net, name) => loadNet(tf, net, modelsDir, name);
 const options = detector === 'ssd'
   ? (load(faceapi.nets.ssdMobilenetv1, 'ssd_mobilenetv1_model'), new faceapi.SsdMobilenetv1Options({ minConfidence: 0.5 }))
   : (load(faceapi.nets.tinyFaceDetector, 'tiny_face_detector_model'), new faceapi.TinyFaceDetectorOptions({ inputSize: 416, scoreThreshold: 0.5 }));

@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
+import { loadNet } from './weights.mjs';
 
 // face-api's CommonJS Node build that loads the pure-JS @tensorflow/tfjs (not tfjs-node), whose
 // CPU backend is plain JavaScript. Its wasm backend is used only by the benchmark script.
@@ -23,11 +24,7 @@ const { tf } = faceapi;
 await tf.setBackend('cpu');
 await tf.ready();
 
-const manifest = JSON.parse(fs.readFileSync(path.join(modelsDir, 'face_recognition_model-weights_manifest.json'), 'utf8'));
-const bin = fs.readFileSync(path.join(modelsDir, 'face_recognition_model.bin'));
-const buffer = bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength);
-const weightMap = tf.io.decodeWeights(buffer, manifest.flatMap((group) => group.weights));
-faceapi.nets.faceRecognitionNet.loadFromWeightMap(weightMap);
+loadNet(tf, faceapi.nets.faceRecognitionNet, modelsDir, 'face_recognition_model');
 
 const names = JSON.parse(fs.readFileSync(path.join(inputsDir, 'index.json'), 'utf8'));
 const out = { backend: tf.getBackend(), tfjs: tf.version.tfjs, faceapi: faceapi.version, descriptors: {} };

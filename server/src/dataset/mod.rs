@@ -226,14 +226,13 @@ impl Datasets {
             }
             Err(e @ FaceCropError::Faces(_)) => return reject(RejectReason::Corrupt, e.to_string()),
         };
-        let several = file.all_faces;
         Ok(crops
             .into_iter()
             .enumerate()
             .map(|(k, cropped)| {
                 // The k-th face of an all-faces import is its own image: its name and hash say
                 // which face it is, so that importing the file again finds each one stored.
-                let (file_name, sha256): (String, [u8; 32]) = if several {
+                let (file_name, sha256): (String, [u8; 32]) = if file.all_faces {
                     let suffix = format!("#{}", k + 1);
                     let hash = Sha256::new().chain_update(&file.data).chain_update(suffix.as_bytes()).finalize();
                     (format!("{}{suffix}", file.file_name), hash.into())
