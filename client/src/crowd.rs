@@ -18,8 +18,65 @@ pub enum Truth {
     Identity,
     /// Pairs nearer than this distance (under the proposing model) are similar.
     Distance(f32),
+    /// A stand-in for human look-alike judgment from visible traits ([`LookAlike`]).
+    LookAlike(LookAlike),
     /// A fair coin per pair, needing no look-up (load benchmarks).
     Coin,
+}
+
+/// The simulated look-alike judgment, a stand-in for people's: two faces look alike when they
+/// seem the same gender, their apparent ages are close and their faces are near under the
+/// pretrained descriptor (a looser cut than its same-person threshold). Ages and genders are
+/// the server's estimates (face-api's age and gender net, `EstimateTraits`), so this truth is
+/// *not* identity: two photos of one person a decade apart, or estimated as different genders,
+/// are dissimilar; two strangers of one age and gender with near faces are similar.
+///
+/// Each annotator has a strictness `s`, drawn once from its seed uniformly in `[-spread,
+/// spread]`: its age tolerance is `max_age_gap · (1 + s)` and its distance cut
+/// `max_distance · (1 + s / 4)` (positive `s`: looser). Wrong-on-purpose answers
+/// ([`CrowdConfig::error_rate`]) come on top.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LookAlike {
+    /// Largest apparent-age gap, in years, of two look-alikes (for a neutral annotator).
+    pub max_age_gap: f32,
+    /// Largest descriptor distance of two look-alikes (for a neutral annotator).
+    pub max_distance: f32,
+    /// How far annotators' strictness spreads around neutral (0: all alike).
+    pub spread: f32,
+}
+
+impl Default for LookAlike {
+    fn default() -> Self {
+        LookAlike { max_age_gap: 12.0, max_distance: 0.6, spread: 0.3 }
+    }
+}
+
+/// What the look-alike judgment of one pair reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PairTraits {
+    same_gender: bool,
+    age_gap: f32,
+    /// Under the pretrained descriptor.
+    distance: f32,
+}
+
+/// One annotator's own cuts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Judge {
+    max_age_gap: f32,
+    max_distance: f32,
+}
+
+impl Judge {
+    fn new(rule: &LookAlike, rng: &mut impl Rng) -> Judge {
+        let spread = rule.spread.clamp(0.0, 0.9);
+        let s = if spread > 0.0 { rng.random_range(-spread..=spread) } else { 0.0 };
+        Judge { max_age_gap: rule.max_age_gap * (1.0 + s), max_distance: rule.max_distance * (1.0 + s / 4.0) }
+    }
+
+    fn similar(&self, t: &PairTraits) -> bool {
+        t.same_gender && t.age_gap <= self.max_age_gap && t.distance <= self.max_distance
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -64,32 +121,99 @@ impl CrowdReport {
     }
 }
 
+/// What is known about a pair's truth.
+#[derive(Debug, Clone, Copy)]
+enum Fact {
+    Similar(bool),
+    Traits(PairTraits),
+}
+
 /// Looks up the truth of pairs through a researcher's client, once per pair.
 #[derive(Clone)]
 struct Oracle {
     client: Client,
     truth: Truth,
-    cache: Arc<Mutex<HashMap<u64, bool>>>,
+    cache: Arc<Mutex<HashMap<u64, Fact>>>,
+    /// Apparent age and P(male) per image: faces recur across pairs.
+    traits: Arc<Mutex<HashMap<u64, (f32, f32)>>>,
 }
 
 impl Oracle {
-    async fn similar(&self, pair_id: u64) -> Result<bool, ClientError> {
+    /// Whether the pair is similar to an annotator who judges with `judge` (look-alike truth).
+    async fn similar(&self, pair_id: u64, judge: Option<&Judge>) -> Result<bool, ClientError> {
         if self.truth == Truth::Coin {
             return Ok(pair_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 63 == 1);
         }
-        if let Some(&known) = self.cache.lock().expect("not poisoned").get(&pair_id) {
-            return Ok(known);
-        }
-        let pair = self.client.proposals().get_pair(pb::GetPairRequest { pair_id }).await?.into_inner();
-        let similar = match self.truth {
-            Truth::Identity => pair.identity_a == pair.identity_b,
-            Truth::Distance(t) => pair.distance < t,
-            Truth::Coin => unreachable!("answered above"),
+        let cached = self.cache.lock().expect("not poisoned").get(&pair_id).copied();
+        let fact = match cached {
+            Some(fact) => fact,
+            None => {
+                let fact = self.look_up(pair_id).await?;
+                self.cache.lock().expect("not poisoned").insert(pair_id, fact);
+                fact
+            }
         };
-        self.cache.lock().expect("not poisoned").insert(pair_id, similar);
-        Ok(similar)
+        Ok(match (fact, judge) {
+            (Fact::Similar(similar), _) => similar,
+            (Fact::Traits(traits), Some(judge)) => judge.similar(&traits),
+            (Fact::Traits(_), None) => unreachable!("look-alike annotators have a judge"),
+        })
+    }
+
+    async fn look_up(&self, pair_id: u64) -> Result<Fact, ClientError> {
+        let pair = self.client.proposals().get_pair(pb::GetPairRequest { pair_id }).await?.into_inner();
+        Ok(match self.truth {
+            Truth::Identity => Fact::Similar(pair.identity_a == pair.identity_b),
+            Truth::Distance(t) => Fact::Similar(pair.distance < t),
+            Truth::LookAlike(_) => {
+                let ((age_a, male_a), (age_b, male_b)) = self.traits_of(pair.image_a, pair.image_b).await?;
+                let face = |id: u64| {
+                    Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(id)), ..Default::default() })
+                };
+                let request = pb::CompareRequest {
+                    a: face(pair.image_a),
+                    b: face(pair.image_b),
+                    model_id: DESCRIPTOR_MODEL.into(),
+                };
+                let distance = self.client.ranking().compare(request).await?.into_inner().score;
+                Fact::Traits(PairTraits {
+                    same_gender: (male_a > 0.5) == (male_b > 0.5),
+                    age_gap: (age_a - age_b).abs(),
+                    distance,
+                })
+            }
+            Truth::Coin => unreachable!("answered without a look-up"),
+        })
     }
 }
+
+impl Oracle {
+    /// Apparent (age, P(male)) of two images, asking the server only for those not seen yet.
+    async fn traits_of(&self, a: u64, b: u64) -> Result<((f32, f32), (f32, f32)), ClientError> {
+        let missing: Vec<u64> = {
+            let known = self.traits.lock().expect("not poisoned");
+            let mut missing: Vec<u64> = [a, b].into_iter().filter(|id| !known.contains_key(id)).collect();
+            missing.dedup();
+            missing
+        };
+        if !missing.is_empty() {
+            let request = pb::EstimateTraitsRequest { image_ids: missing };
+            let answer = self.client.datasets().estimate_traits(request).await?.into_inner().traits;
+            let mut known = self.traits.lock().expect("not poisoned");
+            for t in answer {
+                known.insert(t.image_id, (t.age, t.male_probability));
+            }
+        }
+        let known = self.traits.lock().expect("not poisoned");
+        match (known.get(&a), known.get(&b)) {
+            (Some(&x), Some(&y)) => Ok((x, y)),
+            _ => Err(ClientError::Rpc(tonic::Status::internal("EstimateTraits did not answer for both faces"))),
+        }
+    }
+}
+
+/// The pretrained descriptor's model id: the look-alike judgment's face distance.
+const DESCRIPTOR_MODEL: &str = "descriptor/v1";
 
 struct Shared {
     report: Mutex<CrowdReport>,
@@ -103,7 +227,8 @@ pub async fn run_crowd(
     annotators: Vec<(String, Client)>,
     config: CrowdConfig,
 ) -> Result<CrowdReport, ClientError> {
-    let oracle = Oracle { client: researcher.clone(), truth: config.truth, cache: Arc::default() };
+    let oracle =
+        Oracle { client: researcher.clone(), truth: config.truth, cache: Arc::default(), traits: Arc::default() };
     let shared = Arc::new(Shared { report: Mutex::new(CrowdReport::default()), votes: 0.into() });
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -137,6 +262,10 @@ async fn annotate(
     seed: u64,
 ) -> Result<u64, ClientError> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let judge = match config.truth {
+        Truth::LookAlike(rule) => Some(Judge::new(&rule, &mut rng)),
+        _ => None,
+    };
     let mut labeling = client.labeling();
     let mut mine = 0;
     while !out_of_budget(shared, config) {
@@ -146,8 +275,8 @@ async fn annotate(
         if task.done {
             break;
         }
-        let right =
-            if oracle.similar(task.pair_id).await? { pb::VoteChoice::Similar } else { pb::VoteChoice::Dissimilar };
+        let similar = oracle.similar(task.pair_id, judge.as_ref()).await?;
+        let right = if similar { pb::VoteChoice::Similar } else { pb::VoteChoice::Dissimilar };
         let flip = rng.random_bool(config.error_rate.clamp(0.0, 1.0));
         let choice = match (right, flip) {
             (pb::VoteChoice::Similar, true) => pb::VoteChoice::Dissimilar,
@@ -228,4 +357,32 @@ pub async fn annotator_clients(admin: &Client, prefix: &str, n: usize) -> Result
         out.push((name, admin.connect_as(Some(&token)).await?));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn judges_spread_around_the_rule_and_need_all_three_conditions() {
+        let rule = LookAlike { max_age_gap: 8.0, max_distance: 0.6, spread: 0.3 };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let judges: Vec<Judge> = (0..200).map(|_| Judge::new(&rule, &mut rng)).collect();
+        for j in &judges {
+            assert!((5.6 - 1e-4..=10.4 + 1e-4).contains(&j.max_age_gap), "{j:?}");
+            assert!((0.6 * 0.925 - 1e-5..=0.6 * 1.075 + 1e-5).contains(&j.max_distance), "{j:?}");
+        }
+        let gaps: Vec<f32> = judges.iter().map(|j| j.max_age_gap).collect();
+        assert!(gaps.iter().any(|&g| g < 6.5) && gaps.iter().any(|&g| g > 9.5), "some stricter, some looser");
+
+        let neutral = Judge::new(&LookAlike { spread: 0.0, ..rule }, &mut rng);
+        assert_eq!(neutral, Judge { max_age_gap: 8.0, max_distance: 0.6 });
+        let alike = PairTraits { same_gender: true, age_gap: 7.9, distance: 0.59 };
+        assert!(neutral.similar(&alike));
+        assert!(!neutral.similar(&PairTraits { same_gender: false, ..alike }));
+        assert!(!neutral.similar(&PairTraits { age_gap: 8.1, ..alike }));
+        assert!(!neutral.similar(&PairTraits { distance: 0.61, ..alike }));
+    }
 }

@@ -453,8 +453,9 @@ async fn a_reduced_demo_runs_the_closed_loop_and_reports_consistent_figures() {
                 .collect();
             assert_eq!(summary, vec![(1, 100, 100), (2, 75, 75)]);
             let activated = report["activated"].as_str().unwrap();
+            let round2_proposer = report["active_in_round_2"].as_str().unwrap();
             assert_eq!(rounds[0]["proposed_by"][0], "descriptor/v1");
-            assert_eq!(rounds[1]["proposed_by"], serde_json::json!([activated]));
+            assert_eq!(rounds[1]["proposed_by"], serde_json::json!([round2_proposer]));
             assert_eq!(report["votes"].as_u64(), Some(3 * 175), "three votes a pair");
             assert_eq!(report["agreement"]["complete_pairs"].as_u64(), Some(175));
 
@@ -469,9 +470,21 @@ async fn a_reduced_demo_runs_the_closed_loop_and_reports_consistent_figures() {
                     assert!((0.0..=1.0).contains(&auc) && (-1.0..=1.0).contains(&mcc), "{m}");
                 }
             }
-            // The better round-1 model if the guard found it better than the descriptor, else the
-            // descriptor stays active.
-            assert!(activated == models[0]["id"] || activated == models[1]["id"] || activated == "descriptor/v1");
+            // After round 1: the better round-1 model if the guard found it better than the
+            // descriptor, else the descriptor; at the end: the model retrained on both rounds if
+            // the guard found it better than that one, else that one.
+            assert!(
+                round2_proposer == models[0]["id"]
+                    || round2_proposer == models[1]["id"]
+                    || round2_proposer == "descriptor/v1"
+            );
+            assert!(activated == round2_proposer || activated == models[2]["id"], "{activated}");
+            let selection = report["model_selection"].as_array().unwrap();
+            assert_eq!(selection.len(), 2);
+            assert!(selection.iter().all(|v| {
+                let v = v.as_str().unwrap();
+                v.starts_with("activated ") || v.starts_with("kept ")
+            }));
             // Retrieval in range for the descriptor and the active model; ranking answered k = 5
             // results from the active model.
             let retrieval = report["retrieval"].as_array().unwrap();

@@ -83,6 +83,12 @@ pub struct Config {
     #[arg(long, env = "FACESIM_GOLD_EVERY", default_value_t = 10)]
     pub gold_every: u64,
 
+    /// Least seconds between two resume checkpoints of a training run (weights and optimiser
+    /// state; a run interrupted by a server stop continues from its last one at the next start).
+    /// 0 saves one after every epoch.
+    #[arg(long, env = "FACESIM_CHECKPOINT_SECONDS", default_value_t = 30)]
+    pub checkpoint_seconds: u64,
+
     /// The most pairs one proposal may store (a threshold that matches more fails clearly).
     #[arg(long, env = "FACESIM_MAX_PROPOSAL_PAIRS", default_value_t = 1_000_000)]
     pub max_proposal_pairs: usize,

@@ -125,8 +125,21 @@ pub async fn serve(
         config.max_proposal_pairs,
     );
 
-    let training =
-        training::Training::new(store.clone(), datasets.clone(), jobs.clone(), config.data_dir.join("models"), device);
+    let training = training::Training::new(
+        store.clone(),
+        datasets.clone(),
+        jobs.clone(),
+        config.data_dir.join("models"),
+        device,
+        std::time::Duration::from_secs(config.checkpoint_seconds),
+    );
+    // Training jobs a server stop interrupted continue from their last checkpoint.
+    // A job that cannot be resumed does not keep the server from starting.
+    match training.resume_interrupted() {
+        Ok(resumed) if !resumed.is_empty() => tracing::info!(jobs = ?resumed, "interrupted training jobs resumed"),
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "cannot resume interrupted training jobs"),
+    }
     // The active model's ranking index is built in the background; ranking's health says
     // NOT_SERVING until the first one is ready.
     let indexes = ranking::Indexes::start(

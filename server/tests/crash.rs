@@ -1,6 +1,7 @@
 //! `kill -9` at random moments of an import, a training job and a model activation, then a
-//! restart on the same data dir: what was acknowledged is there, stored data is whole, jobs that
-//! were running are resumed or marked interrupted, and the active model serves. (Votes under
+//! restart on the same data dir: what was acknowledged is there, stored data is whole, a
+//! training job resumes from its last checkpoint and ends as if never stopped, other jobs are
+//! resumed or marked interrupted, and the active model serves. (Votes under
 //! load: `kill9.rs`.) Kill points are drawn from a seed printed by each test; set
 //! `FACESIM_KILL_SEED` to replay one.
 
@@ -194,49 +195,130 @@ async fn active_model(url: &str) -> pb::Model {
     client.get_active_model(admin(pb::GetActiveModelRequest {})).await.unwrap().into_inner()
 }
 
+async fn model(url: &str, model_id: &str) -> pb::Model {
+    let mut client = ModelServiceClient::connect(url.to_string()).await.unwrap();
+    let request = pb::GetModelRequest { model_id: model_id.to_string() };
+    client.get_model(admin(request)).await.unwrap().into_inner()
+}
+
+async fn job(url: &str, job_id: u64) -> pb::Job {
+    let mut jobs = JobServiceClient::connect(url.to_string()).await.unwrap();
+    jobs.get_job(admin(pb::GetJobRequest { job_id })).await.unwrap().into_inner()
+}
+
+/// Checkpoints after every epoch, so a kill after epoch k resumes after epoch k.
+const EVERY_EPOCH: &[&str] = &["--checkpoint-seconds", "0"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn training_killed_is_marked_interrupted_and_nothing_half_made_is_registered() {
+async fn training_killed_resumes_from_its_last_checkpoint_and_ends_as_an_uninterrupted_run() {
+    const EPOCHS: u32 = 30;
     let mut rng = kill_points("training");
     let dir = tempfile::tempdir().unwrap();
     let people = demo_people(8);
-    let (mut server, mut url) = server_with_faces(dir.path(), &people).await;
-    let first_image = all_images(&url).await[0].id;
+    let (server, _) = server_with_faces(dir.path(), &people).await;
+    drop(server);
+    let (mut server, mut url) = start_with(dir.path(), true, EVERY_EPOCH);
+
+    // The same run, never interrupted: what the resumed one must end as.
+    let reference = finished_job(&url, start_training(&url, training_request(&people, EPOCHS)).await.id).await;
+    assert_eq!(reference.state, pb::JobState::Succeeded as i32, "{}", reference.message);
+    let reference = model(&url, &reference.model_id).await;
+
+    let started = start_training(&url, training_request(&people, EPOCHS)).await;
+    let mut resumed_after = Vec::new();
+    // Two kill -9 and one graceful stop, each at a random moment after an epoch was saved.
     for round in 0..3 {
-        // Far more epochs than can run before the kill.
-        let job = start_training(&url, training_request(&people, 100_000)).await;
-        let mut jobs = JobServiceClient::connect(url.clone()).await.unwrap();
+        // Until the job has saved an epoch past the one it last resumed after.
+        let saved_before = resumed_after.last().copied().unwrap_or(0);
         loop {
-            let state = jobs.get_job(admin(pb::GetJobRequest { job_id: job.id })).await.unwrap().into_inner();
-            let live = [pb::JobState::Queued, pb::JobState::Running].map(|s| s as i32);
-            assert!(live.contains(&state.state), "round {round}: {state:?}");
-            if state.progress.is_some_and(|p| p.done > 0) {
+            let now = job(&url, started.id).await;
+            if now.state != pb::JobState::Running as i32
+                || now.progress.is_some_and(|p| p.done > u64::from(saved_before))
+            {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let kill_after = rng.random_range(0..800);
-        tokio::time::sleep(Duration::from_millis(kill_after)).await;
-        server.kill9();
-        (server, url) = start(dir.path(), true);
-
-        let mut jobs = JobServiceClient::connect(url.clone()).await.unwrap();
-        let after = jobs.get_job(admin(pb::GetJobRequest { job_id: job.id })).await.unwrap().into_inner();
-        assert_eq!(after.state, pb::JobState::Interrupted as i32, "round {round}: {after:?}");
-        assert!(!after.message.is_empty(), "the interrupted job says what happened");
-        let registered = models(&url).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..200))).await;
+        if round == 2 {
+            server.terminate();
+        } else {
+            server.kill9();
+        }
+        (server, url) = start_with(dir.path(), true, EVERY_EPOCH);
+        let after = job(&url, started.id).await;
+        if after.state == pb::JobState::Succeeded as i32 {
+            break; // the stop came after the end
+        }
+        assert_eq!(after.state, pb::JobState::Running as i32, "round {round}: {after:?}");
+        assert!(after.message.starts_with("resumed "), "round {round}: {}", after.message);
+        if let Some(epoch) = after.message.strip_prefix("resumed after epoch ") {
+            resumed_after.push(epoch.split(' ').next().unwrap().parse::<u32>().unwrap());
+        }
         assert!(
-            registered.iter().all(|m| m.training_job_id != job.id),
-            "round {round}: a killed training registered a model: {registered:?}"
+            models(&url).await.iter().all(|m| m.training_job_id != started.id),
+            "round {round}: a model was registered before its job ended"
         );
-        assert_eq!(active_model(&url).await.id, "descriptor/v1");
-        let ranked = rank_when_ready(&url, first_image, 10).await;
-        assert_eq!(ranked.model_id, "descriptor/v1");
     }
-    // The store and models folder are fit for a normal training afterwards.
-    let job = start_training(&url, training_request(&people, 2)).await;
-    let done = finished_job(&url, job.id).await;
+    let done = finished_job(&url, started.id).await;
     assert_eq!(done.state, pb::JobState::Succeeded as i32, "{}", done.message);
-    assert!(models(&url).await.iter().any(|m| m.id == done.model_id));
+    eprintln!("the job resumed after epochs {resumed_after:?}");
+    assert!(!resumed_after.is_empty(), "no stop landed while the job ran");
+    assert!(
+        resumed_after.windows(2).all(|w| w[0] < w[1]),
+        "each stop came after a later checkpoint: {resumed_after:?}"
+    );
+
+    // Epochs 1..=EPOCHS once each, with the uninterrupted run's figures: the weights, optimiser
+    // state and batch order all came back.
+    let resumed = model(&url, &done.model_id).await;
+    let epochs: Vec<u32> = resumed.history.iter().map(|h| h.epoch).collect();
+    assert_eq!(epochs, (1..=EPOCHS).collect::<Vec<_>>());
+    for (a, b) in resumed.history.iter().zip(&reference.history) {
+        let close = |x: f64, y: f64| (x - y).abs() <= 1e-4 * y.abs().max(1e-3);
+        assert!(
+            close(a.train_loss, b.train_loss) && close(a.validation_auc, b.validation_auc),
+            "epoch {}: resumed {a:?}, uninterrupted {b:?}",
+            a.epoch
+        );
+    }
+    let (r, u) = (resumed.scores.unwrap(), reference.scores.unwrap());
+    assert!((r.roc_auc - u.roc_auc).abs() < 1e-6, "test AUC {} vs {}", r.roc_auc, u.roc_auc);
+    // Nothing of the checkpoints is left beside the kept weights.
+    let folder = dir.path().join("models").join(done.model_id.replace('/', "-"));
+    let mut files: Vec<String> =
+        std::fs::read_dir(&folder).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    files.sort();
+    assert_eq!(files, ["best.safetensors", "last.safetensors"], "{}", folder.display());
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_training_cancelled_by_its_user_is_not_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let people = demo_people(8);
+    let (server, url) = server_with_faces(dir.path(), &people).await;
+    let job = start_training(&url, training_request(&people, 100_000)).await;
+    loop {
+        if crate::job(&url, job.id).await.progress.is_some_and(|p| p.done > 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut jobs = JobServiceClient::connect(url.clone()).await.unwrap();
+    jobs.cancel_job(admin(pb::CancelJobRequest { job_id: job.id })).await.unwrap();
+    let cancelled = finished_job(&url, job.id).await;
+    assert_eq!(cancelled.state, pb::JobState::Cancelled as i32, "{cancelled:?}");
+    drop(server);
+    let (server, url) = start(dir.path(), true);
+    let after = crate::job(&url, job.id).await;
+    assert_eq!(after.state, pb::JobState::Cancelled as i32, "{after:?}");
+    assert!(models(&url).await.iter().all(|m| m.training_job_id != job.id));
+    let folder = dir.path().join("models").join(job.model_id.replace('/', "-"));
+    let leftovers: Vec<String> = std::fs::read_dir(&folder)
+        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    assert!(!leftovers.iter().any(|n| n.starts_with("resume-") || n.starts_with("state-")), "{leftovers:?}");
     drop(server);
 }
 

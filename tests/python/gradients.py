@@ -99,7 +99,8 @@ loss.backward()
 print(f"focal loss {float(loss.detach())!r}")
 check("focal logits", logits.grad)
 
-# Mining loss on cosine similarities; with epsilon -0.08 some pairs are left out.
+# Mining loss on cosine similarities; with epsilon -0.08 some pairs are left out. Both terms are
+# scaled by 1/N (N = 6 pairs), as the kinship paper writes it.
 fa, fb = features()
 s = F.cosine_similarity(fa, fb, dim=1)
 alpha, beta, lam, eps = 0.2, 3.1, 1.5, -0.08
@@ -107,9 +108,32 @@ pos, neg = target > 0.5, target < 0.5
 sv = s.detach()
 keep_p = pos & (sv < sv[neg].max() + eps)
 keep_n = neg & (sv > sv[pos].min() - eps)
-loss = (1 / alpha) * torch.log(1 + torch.exp(-alpha * (s[keep_p] - lam)).sum()) + (1 / beta) * torch.log(
+loss = (1 / (6 * alpha)) * torch.log(1 + torch.exp(-alpha * (s[keep_p] - lam)).sum()) + (1 / (6 * beta)) * torch.log(
     1 + torch.exp(beta * (s[keep_n] - lam)).sum()
 )
 loss.backward()
 print(f"mining loss {float(loss.detach())!r} kept {int(keep_p.sum())} + {int(keep_n.sum())}")
 check("mining fa", fa.grad)
+
+# The in-batch variant, written pair by pair: the 3 similar pairs are the positives; the 3
+# labelled dissimilar pairs and the 6 cross pairs (a_i, b_j), i != j, of the similar pairs are
+# the negatives; N = 3. epsilon 0.3 leaves some out.
+fa, fb = features()
+similar = [i for i in range(6) if target[i] > 0.5]
+cos = lambda u, v: (u * v).sum() / (u.norm() * v.norm())
+positives = [cos(fa[i], fb[i]) for i in similar]
+negatives = [cos(fa[i], fb[i]) for i in range(6) if target[i] < 0.5]
+negatives += [cos(fa[i], fb[j]) for i in similar for j in similar if i != j]
+alpha, beta, lam, eps = 0.7, 2.3, 0.2, 0.3
+hardest_negative = max(float(v.detach()) for v in negatives)
+easiest_positive = min(float(v.detach()) for v in positives)
+kept_p = [v for v in positives if float(v.detach()) < hardest_negative + eps]
+kept_n = [v for v in negatives if float(v.detach()) > easiest_positive - eps]
+n = len(similar)
+loss = (1 / (n * alpha)) * torch.log(1 + sum(torch.exp(-alpha * (v - lam)) for v in kept_p)) + (
+    1 / (n * beta)
+) * torch.log(1 + sum(torch.exp(beta * (v - lam)) for v in kept_n))
+loss.backward()
+print(f"in-batch mining loss {float(loss.detach())!r} kept {len(kept_p)} + {len(kept_n)} of {len(negatives)}")
+check("in-batch mining fa", fa.grad)
+check("in-batch mining fb", fb.grad)

@@ -24,6 +24,13 @@ impl Server {
         self.0.id()
     }
 
+    /// SIGTERM, and waits for the server's graceful stop (it drains calls, stops jobs, flushes).
+    pub fn terminate(&mut self) {
+        let sent = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "cannot send SIGTERM");
+        self.0.wait().ok();
+    }
+
     /// SIGKILL, as `kill -9` sends it.
     pub fn kill9(&mut self) {
         self.0.kill().ok();

@@ -3,7 +3,8 @@
 # face-api's original networks on them in Node (pure-JS TensorFlow.js CPU backend), then runs the
 # Rust tests that compare the Candle ports with those fresh results: the descriptor (max
 # |difference| < 1e-3), and the face detector with the 68-point landmarks (box corners and points
-# within 0.5 px, scores within 1e-3). Then dlib's own C++ descriptor (dlib-bin) on the same
+# within 0.5 px, scores within 1e-3), and the age and gender net (age within 0.01 years, P(male)
+# within 1e-3). Then dlib's own C++ descriptor (dlib-bin) on the same
 # inputs against the Candle network loaded from dlib's full-precision file (< 1e-4).
 #
 # Usage: bash tools/faceapi-reference/check.sh [--update]   (--update also rewrites the fixtures)
@@ -26,9 +27,13 @@ cargo run --quiet --example faces_inputs -- reference "$work/faces"
 node tools/faceapi-reference/detect_reference.mjs "$work/faces" models/face-api "$work/faces.json" tiny cpu | tail -1
 FACESIM_FACES_FIXTURE="$work/faces.json" \
     cargo test --quiet --test faces_reference -- --nocapture
+node tools/faceapi-reference/traits_reference.mjs "$work/faces" models/face-api "$work/traits.json" | tail -1
+FACESIM_TRAITS_FIXTURE="$work/traits.json" \
+    cargo test --quiet --test faces_traits -- --nocapture
 if [ "${1:-}" = "--update" ]; then
     cp "$work/faceapi.json" server/tests/fixtures/faceapi_descriptors.json
     cp "$work/faces.json" server/tests/fixtures/faceapi_faces.json
+    cp "$work/traits.json" server/tests/fixtures/faceapi_traits.json
     cp "$work/dlib.json" server/tests/fixtures/dlib_descriptors.json
     echo "fixtures updated"
 fi

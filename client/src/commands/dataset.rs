@@ -87,10 +87,29 @@ pub enum DatasetCommand {
     },
     /// Delete an image and everything derived from it.
     Delete { image_id: u64 },
+    /// Apparent age and gender of stored faces, as face-api's age and gender net estimates them
+    /// from the face crops (what the simulated look-alike crowd judges by).
+    Traits {
+        #[arg(required = true)]
+        image_ids: Vec<u64>,
+    },
 }
 
 pub async fn run(client: &Client, command: DatasetCommand) -> anyhow::Result<()> {
     match command {
+        DatasetCommand::Traits { image_ids } => {
+            println!("{:>7}  {:>5}  {:<7} P(male)", "id", "age", "gender");
+            // The server answers up to 1,000 ids per call.
+            for chunk in image_ids.chunks(1000) {
+                let request = pb::EstimateTraitsRequest { image_ids: chunk.to_vec() };
+                let traits = client.datasets().estimate_traits(request).await.map_err(ClientError::from)?.into_inner();
+                for t in traits.traits {
+                    let gender = if t.male_probability > 0.5 { "male" } else { "female" };
+                    println!("{:>7}  {:>5.1}  {gender:<7} {:.3}", t.image_id, t.age, t.male_probability);
+                }
+            }
+            Ok(())
+        }
         DatasetCommand::Import { dir, dataset, verbose, wait, face, all_faces } => {
             let choice = FaceChoice { all_faces, ..face.choice() };
             import(client, dir, dataset, verbose, wait, choice).await

@@ -1,9 +1,11 @@
 //! `facesim demo`: the whole platform in one command. Starts a server on a fresh data dir (or
 //! uses a running one), imports the demo faces, lets the descriptor propose round 1, has
-//! simulated annotators label it through the real API, trains GAML and a short CNN run, activates
-//! the better if it beats the active model on their shared test pairs (the server's guard), lets
-//! the active model propose round 2 (the pairs it is least sure of), labels it,
-//! retrains GAML on both rounds, measures retrieval and ranks some faces, and reports.
+//! simulated annotators label it through the real API (by default a look-alike crowd, whose
+//! "similar" is apparent age, gender and face distance rather than identity), trains GAML and a
+//! short CNN run, activates the better if it beats the active model on their shared test pairs
+//! (the server's guard), lets the active model propose round 2 (the pairs it is least sure of),
+//! labels it, retrains GAML on both rounds under the same guard, measures retrieval and ranks
+//! some faces, and reports.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use facesim_client::crowd::{annotator_clients, run_crowd, CrowdConfig, Truth};
+use facesim_client::crowd::{annotator_clients, run_crowd, CrowdConfig};
 use facesim_client::rounds::{self, round_note};
 use facesim_client::{pb, scan_import_dir, Client, ClientError};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -39,17 +41,32 @@ pub struct DemoArgs {
     /// Dataset name of the imported faces.
     #[arg(long, default_value = "lfw-demo")]
     pub dataset: String,
+    /// How faces are cut from the files: `center` (the bundled faces are centred crops, where a
+    /// detector sees too little context) or `detect` (ordinary photos).
+    #[arg(long, value_enum, default_value = "center")]
+    pub face_mode: super::faces::FaceModeArg,
     /// Pairs proposed in round 1 (round 2 proposes three quarters as many).
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 1000)]
     pub round_pairs: u32,
     /// Simulated annotators.
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = 48)]
     pub annotators: usize,
     /// Share of simulated answers given wrong on purpose.
     #[arg(long, default_value_t = 0.1)]
     pub error_rate: f64,
+    /// The simulated crowd's truth: `lookalike` (a stand-in for people's look-alike judgment
+    /// from apparent age, gender and face distance; see `facesim crowd simulate --help`) or
+    /// `identity` (same person = similar, which the descriptor already knows).
+    #[arg(long, default_value = "lookalike")]
+    pub truth: String,
+    #[command(flatten)]
+    pub lookalike: super::labeling::LookAlikeArgs,
     #[arg(long, default_value_t = 60)]
     pub gaml_epochs: u32,
+    /// GAML's learning rate: ten times the method's 1e-4, as the demo runs 60 epochs where the
+    /// method runs 200.
+    #[arg(long, default_value_t = 1e-3)]
+    pub gaml_lr: f64,
     #[arg(long, default_value_t = 2)]
     pub cnn_epochs: u32,
     #[arg(long, default_value_t = 32)]
@@ -137,24 +154,26 @@ fn spinner(template: &str) -> ProgressBar {
 
 /// Activates `candidate` if the server's guard finds it better than the active model on their
 /// shared test pairs; otherwise keeps the active one. Says which model it kept and why; returns
-/// the active model.
-pub async fn activate_if_better(client: &Client, candidate: &str) -> anyhow::Result<pb::Model> {
+/// the active model and that sentence.
+pub async fn activate_if_better(client: &Client, candidate: &str) -> anyhow::Result<(pb::Model, String)> {
     let request = pb::ActivateModelRequest { model_id: candidate.to_string(), force: false };
-    match client.models().activate_model(request).await {
+    let (model, why) = match client.models().activate_model(request).await {
         Ok(model) => {
             let model = model.into_inner();
             let why = model.activations.last().and_then(|a| a.comparison.as_ref()).map(|c| c.summary.clone());
-            println!("activated {}: {}", model.id, why.unwrap_or_default());
-            Ok(model)
+            let why = format!("activated {}: {}", model.id, why.unwrap_or_default());
+            (model, why)
         }
         Err(status) if status.code() == tonic::Code::FailedPrecondition => {
             let active = client.models().get_active_model(pb::GetActiveModelRequest {}).await;
             let active = active.map_err(ClientError::from)?.into_inner();
-            println!("kept {}: {}", active.id, status.message());
-            Ok(active)
+            let why = format!("kept {}: {}", active.id, status.message());
+            (active, why)
         }
-        Err(status) => Err(ClientError::from(status).into()),
-    }
+        Err(status) => return Err(ClientError::from(status).into()),
+    };
+    println!("{why}");
+    Ok((model, why))
 }
 
 /// Proposes pairs of round `round` with the active model; returns the batches.
@@ -218,7 +237,7 @@ async fn label_round(client: &Client, args: &DemoArgs, batches: &[u64], pairs: u
     let min_ms = instructions.into_inner().min_answer_millis;
     let crowd = annotator_clients(client, "demo-annotator", args.annotators).await?;
     let config = CrowdConfig {
-        truth: Truth::Identity,
+        truth: super::labeling::parse_truth(&args.truth, 0.0, &args.lookalike)?,
         error_rate: args.error_rate,
         // Just over the server's minimum answer time, as a quick human would be.
         answer_time: Duration::from_millis(u64::from(min_ms) + 50),
@@ -263,8 +282,7 @@ async fn label_round(client: &Client, args: &DemoArgs, batches: &[u64], pairs: u
 async fn train(
     client: &Client,
     architecture: pb::Architecture,
-    epochs: u32,
-    batch: u32,
+    (epochs, batch, learning_rate): (u32, u32, Option<f64>),
     name: &str,
     seed: u64,
 ) -> anyhow::Result<pb::Model> {
@@ -275,10 +293,14 @@ async fn train(
             epochs: Some(epochs),
             // 0: the method's batch for the architecture.
             batch_size: (batch != 0).then_some(batch),
+            learning_rate,
             seed: Some(seed),
             ..Default::default()
         }),
         name: name.into(),
+        // A fifth of the pairs held out for the test (not the usual tenth): the guard's paired
+        // interval needs at least 20 pairs of each class there.
+        split: vec![6, 2, 2],
         ..Default::default()
     };
     let job = client.training().start_training(request).await.map_err(ClientError::from)?.into_inner();
@@ -319,6 +341,12 @@ pub async fn run(server: &str, token: Option<&str>, args: DemoArgs) -> anyhow::R
         .with_context(|| format!("cannot read the demo faces in {}", args.faces.display()))?;
     anyhow::ensure!(!entries.is_empty(), "{} holds no <identity>/<file> images", args.faces.display());
     anyhow::ensure!(
+        matches!(args.truth.as_str(), "lookalike" | "identity"),
+        "--truth must be lookalike or identity, got {:?}",
+        args.truth
+    );
+    args.lookalike.rule()?;
+    anyhow::ensure!(
         args.round_pairs >= 20,
         "--round-pairs must be at least 20 (training needs both classes in every split)"
     );
@@ -358,8 +386,10 @@ pub async fn run(server: &str, token: Option<&str>, args: DemoArgs) -> anyhow::R
     let bar = spinner("{spinner} importing [{bar:40}] {pos}/{len} files ({eta})");
     bar.set_length(files as u64);
     let bar_in = bar.clone();
-    let imported =
-        client.import_files(&args.dataset, entries, move |sent: u64, _bytes: u64| bar_in.set_position(sent)).await;
+    let face = super::faces::FaceArgs { face_mode: Some(args.face_mode), min_face_score: None }.choice();
+    let imported = client
+        .import_files_with(&args.dataset, entries, face, move |sent: u64, _bytes: u64| bar_in.set_position(sent))
+        .await;
     bar.finish_and_clear();
     let imported = imported?;
     println!("{} imported, {} duplicates, {} rejected", imported.imported, imported.duplicates, imported.rejected);
@@ -371,29 +401,35 @@ pub async fn run(server: &str, token: Option<&str>, args: DemoArgs) -> anyhow::R
     let probe = imported.results.iter().map(|r| r.image_id).find(|&id| id != 0).context("no image was imported")?;
 
     stage(3, "round 1: the descriptor proposes the nearest pairs");
-    // Half the nearest pairs of any two photos (mostly one person twice: the crowd, who knows
-    // who is who, calls them similar) and half the nearest pairs of two different people (the
-    // method's look-alike candidates), so the labels hold both classes.
     let round1 = rounds::next_round_number(&client).await?;
-    let half = args.round_pairs / 2;
-    let mut batches1 = propose(&client, round1, half, true, false).await?;
-    batches1.extend(propose(&client, round1, args.round_pairs - half, false, false).await?);
+    let batches1 = if args.truth == "lookalike" {
+        // The method's candidates: the nearest pairs of two different people. The look-alike
+        // crowd calls some of them similar and some not.
+        propose(&client, round1, args.round_pairs, false, false).await?
+    } else {
+        // Half the nearest pairs of any two photos (mostly one person twice: the identity crowd
+        // calls them similar) and half the nearest pairs of two different people, so the labels
+        // hold both classes.
+        let half = args.round_pairs / 2;
+        let mut batches = propose(&client, round1, half, true, false).await?;
+        batches.extend(propose(&client, round1, args.round_pairs - half, false, false).await?);
+        batches
+    };
 
     stage(4, "round 1: simulated annotators label through the API");
     ensure_instructions(&client, &imported).await?;
     let votes1 = label_round(&client, &args, &batches1, u64::from(args.round_pairs), args.seed).await?;
 
     stage(5, "train GAML and a short CNN run on round 1, evaluate against the descriptor");
-    let gaml =
-        train(&client, pb::Architecture::SiameseGaml, args.gaml_epochs, 0, "demo gaml, round 1", args.seed).await?;
-    let cnn =
-        train(&client, pb::Architecture::SiameseCnn, args.cnn_epochs, args.cnn_batch, "demo cnn, round 1", args.seed)
-            .await?;
+    let gaml_settings = (args.gaml_epochs, 0, Some(args.gaml_lr));
+    let gaml = train(&client, pb::Architecture::SiameseGaml, gaml_settings, "demo gaml, round 1", args.seed).await?;
+    let cnn_settings = (args.cnn_epochs, args.cnn_batch, None);
+    let cnn = train(&client, pb::Architecture::SiameseCnn, cnn_settings, "demo cnn, round 1", args.seed).await?;
     let auc = |m: &pb::Model| m.scores.as_ref().map_or(0.0, |s| s.roc_auc);
     let better = if auc(&cnn) > auc(&gaml) { cnn.clone() } else { gaml.clone() };
 
     stage(6, &format!("activate {} (the better test ROC-AUC) if it beats the active model", better.id));
-    let active = activate_if_better(&client, &better.id).await?;
+    let (active, verdict1) = activate_if_better(&client, &better.id).await?;
     wait_until_serving(&client, probe, &active.id).await?;
 
     stage(7, &format!("round 2: {} proposes the pairs it is least sure of; label them", active.id));
@@ -402,12 +438,15 @@ pub async fn run(server: &str, token: Option<&str>, args: DemoArgs) -> anyhow::R
     // A model with a learned head has no distance threshold: it proposes its nearest pairs.
     let uncertain =
         !matches!(pb::LossFunction::try_from(active.loss), Ok(pb::LossFunction::HeadBce | pb::LossFunction::HeadFocal));
-    let batches2 = propose(&client, round2, round2_pairs, true, uncertain).await?;
+    let batches2 = propose(&client, round2, round2_pairs, args.truth != "lookalike", uncertain).await?;
     let votes2 = label_round(&client, &args, &batches2, u64::from(round2_pairs), args.seed + 1).await?;
 
-    stage(8, "retrain GAML on both rounds");
+    stage(8, "retrain GAML on both rounds; activate it if it beats the active model");
     let gaml2 =
-        train(&client, pb::Architecture::SiameseGaml, args.gaml_epochs, 0, "demo gaml, rounds 1-2", args.seed).await?;
+        train(&client, pb::Architecture::SiameseGaml, gaml_settings, "demo gaml, rounds 1-2", args.seed).await?;
+    let round2_proposer = active.id.clone();
+    let (active, verdict2) = activate_if_better(&client, &gaml2.id).await?;
+    wait_until_serving(&client, probe, &active.id).await?;
 
     stage(9, "retrieval and ranking with the descriptor and the active model");
     let plots = dir.join("plots");
@@ -437,6 +476,9 @@ pub async fn run(server: &str, token: Option<&str>, args: DemoArgs) -> anyhow::R
         args.dataset, imported.imported
     );
     print!("{}", super::rounds::format_report(&loop_report));
+    println!("model selection (paired bootstrap on each candidate's held-out test pairs):");
+    println!("  round 1: {verdict1}");
+    println!("  rounds 1-2: {verdict2}");
     println!(
         "votes: {} (round {round1}) + {} (round {round2}); agreement over {} labeled pairs: Fleiss' kappa {:.3}, \
          Krippendorff's alpha {:.3}, 3-0 share {:.1}%",
@@ -447,7 +489,12 @@ pub async fn run(server: &str, token: Option<&str>, args: DemoArgs) -> anyhow::R
         agreement.krippendorff_alpha,
         100.0 * agreement.unanimous_share
     );
-    println!("retrieval on {:?} (every image a probe):", args.dataset);
+    let relevant = if args.truth == "lookalike" {
+        "the same person, which a model taught look-alikes is not trained to find"
+    } else {
+        "the same person"
+    };
+    println!("retrieval on {:?} (every image a probe; relevant = {relevant}):", args.dataset);
     for r in [&descriptor_retrieval, &active_retrieval] {
         let at: Vec<String> = r.result.rank_at.iter().map(|(k, v)| format!("Rank@{k} {v:.4}")).collect();
         println!("  {:<20} mAP {:.4}, {}", r.model_id, r.result.map, at.join(", "));
@@ -493,6 +540,8 @@ pub async fn run(server: &str, token: Option<&str>, args: DemoArgs) -> anyhow::R
                         "krippendorff_alpha": agreement.krippendorff_alpha, "unanimous_share": agreement.unanimous_share },
         "models": models_json,
         "activated": active.id,
+        "active_in_round_2": round2_proposer,
+        "model_selection": [verdict1, verdict2],
         "retrieval": retrieval_json,
         "ranking": ranked.iter().map(|(id, _, a)| serde_json::json!({
             "image_id": id, "model_id": a.model_id, "results": a.results.len(),

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use clap::{Subcommand, ValueEnum};
-use facesim_client::crowd::{annotator_clients, run_crowd, CrowdConfig, CrowdReport, Truth};
+use clap::{Args, Subcommand, ValueEnum};
+use facesim_client::crowd::{annotator_clients, run_crowd, CrowdConfig, CrowdReport, LookAlike, Truth};
 use facesim_client::{pb, Client, ClientError};
 
 use super::time;
@@ -100,6 +100,39 @@ pub enum LabelsCommand {
     },
 }
 
+/// The look-alike truth's settings (`--truth lookalike`).
+#[derive(Debug, Clone, Args)]
+pub struct LookAlikeArgs {
+    /// Look-alike truth: the largest apparent-age gap (years) of two look-alikes.
+    #[arg(long, default_value_t = LookAlike::default().max_age_gap)]
+    pub max_age_gap: f32,
+    /// Look-alike truth: the largest descriptor distance of two look-alikes.
+    #[arg(long, default_value_t = LookAlike::default().max_distance)]
+    pub max_distance: f32,
+    /// Look-alike truth: how much annotators' cuts vary (0.3: ±30% on the age gap).
+    #[arg(long, default_value_t = LookAlike::default().spread)]
+    pub strictness_spread: f32,
+}
+
+impl LookAlikeArgs {
+    pub fn rule(&self) -> anyhow::Result<LookAlike> {
+        anyhow::ensure!(self.max_age_gap >= 0.0, "--max-age-gap must not be negative");
+        anyhow::ensure!(self.max_distance > 0.0, "--max-distance must be positive");
+        anyhow::ensure!((0.0..0.9).contains(&self.strictness_spread), "--strictness-spread must be in [0, 0.9)");
+        Ok(LookAlike { max_age_gap: self.max_age_gap, max_distance: self.max_distance, spread: self.strictness_spread })
+    }
+}
+
+/// Reads `--truth`.
+pub fn parse_truth(truth: &str, threshold: f32, lookalike: &LookAlikeArgs) -> anyhow::Result<Truth> {
+    Ok(match truth {
+        "identity" => Truth::Identity,
+        "distance" => Truth::Distance(threshold),
+        "lookalike" => Truth::LookAlike(lookalike.rule()?),
+        other => anyhow::bail!("--truth must be identity, distance or lookalike, got {other:?}"),
+    })
+}
+
 #[derive(Debug, Subcommand)]
 pub enum CrowdCommand {
     /// Simulated annotators label through the real API (needs an admin token to make them).
@@ -115,12 +148,17 @@ pub enum CrowdCommand {
         /// Seconds each annotator takes per pair.
         #[arg(long, default_value_t = 1.2)]
         seconds_per_vote: f64,
-        /// Ground truth: `identity` (same person = similar) or `distance` (nearer than
-        /// --truth-threshold = similar).
+        /// Ground truth: `identity` (same person = similar), `distance` (nearer than
+        /// --truth-threshold under the proposing model = similar) or `lookalike` (a stand-in
+        /// for human judgment: same apparent gender, apparent ages within --max-age-gap years
+        /// and descriptor distance under --max-distance, each annotator somewhat stricter or
+        /// looser than that by up to --strictness-spread).
         #[arg(long, default_value = "distance")]
         truth: String,
         #[arg(long, default_value_t = 0.40)]
         truth_threshold: f32,
+        #[command(flatten)]
+        lookalike: LookAlikeArgs,
         /// Stop after this many votes in all.
         #[arg(long)]
         max_votes: Option<u64>,
@@ -623,15 +661,12 @@ pub async fn crowd(client: &Client, command: CrowdCommand) -> anyhow::Result<()>
         seconds_per_vote,
         truth,
         truth_threshold,
+        lookalike,
         max_votes,
         batch,
         seed,
     } = command;
-    let truth = match truth.as_str() {
-        "identity" => Truth::Identity,
-        "distance" => Truth::Distance(truth_threshold),
-        other => anyhow::bail!("--truth must be identity or distance, got {other:?}"),
-    };
+    let truth = parse_truth(&truth, truth_threshold, &lookalike)?;
     let crowd = annotator_clients(client, &prefix, annotators).await?;
     let config = CrowdConfig {
         truth,

@@ -24,7 +24,10 @@ pub enum Arch {
 pub enum Loss {
     Contrastive,
     GeometryAware,
+    /// The mining loss on the labelled pairs.
     Mining,
+    /// The mining loss with every batch's cross pairs of similar pairs as extra negatives.
+    MiningInBatch,
     HeadBce,
     HeadFocal,
 }
@@ -213,6 +216,7 @@ pub async fn run(client: &Client, command: TrainCommand) -> anyhow::Result<()> {
                     Loss::Contrastive => pb::LossFunction::Contrastive,
                     Loss::GeometryAware => pb::LossFunction::GeometryAware,
                     Loss::Mining => pb::LossFunction::MiningContrastive,
+                    Loss::MiningInBatch => pb::LossFunction::MiningInBatch,
                     Loss::HeadBce => pb::LossFunction::HeadBce,
                     Loss::HeadFocal => pb::LossFunction::HeadFocal,
                 }) as i32

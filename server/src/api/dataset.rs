@@ -245,6 +245,23 @@ impl DatasetService for DatasetApi {
         Ok(Response::new(convert::image(&image, &self.identity_name(image.identity_id))))
     }
 
+    #[instrument(skip_all, fields(images = request.get_ref().image_ids.len()))]
+    async fn estimate_traits(
+        &self,
+        request: Request<pb::EstimateTraitsRequest>,
+    ) -> Result<Response<pb::EstimateTraitsResponse>, Status> {
+        let ids = request.into_inner().image_ids;
+        let datasets = self.state.datasets.clone();
+        let (ids, estimates) =
+            tokio::task::spawn_blocking(move || datasets.traits(&ids).map(|t| (ids, t))).await.map_err(from_join)??;
+        let traits = ids
+            .into_iter()
+            .zip(estimates)
+            .map(|(image_id, t)| pb::FaceTraits { image_id, age: t.age, male_probability: t.male_probability })
+            .collect();
+        Ok(Response::new(pb::EstimateTraitsResponse { traits }))
+    }
+
     #[instrument(skip_all, fields(image_id = request.get_ref().image_id))]
     async fn get_image_data(
         &self,

@@ -46,9 +46,9 @@ pub fn from_dataset(error: DatasetError) -> Status {
     let message = error.to_string();
     match error {
         DatasetError::ImageNotFound(_) | DatasetError::IdentityNotFound(_) => Status::not_found(message),
-        DatasetError::InvalidDatasetName(_) | DatasetError::InvalidThumbnailSize(_) => {
-            Status::invalid_argument(message)
-        }
+        DatasetError::InvalidDatasetName(_)
+        | DatasetError::InvalidThumbnailSize(_)
+        | DatasetError::TraitsCount { .. } => Status::invalid_argument(message),
         DatasetError::BadStoredFace { .. } => Status::internal(message),
         DatasetError::BadUpload(_)
         | DatasetError::Face(FaceCropError::NoFace { .. } | FaceCropError::BadMinScore(_)) => {

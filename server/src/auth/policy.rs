@@ -28,6 +28,7 @@ pub const RPC_POLICY: &[(&str, &[Role])] = &[
     ("/facesim.v1.DatasetService/ListImages", RESEARCH),
     ("/facesim.v1.DatasetService/GetImage", RESEARCH),
     ("/facesim.v1.DatasetService/GetImageData", RESEARCH),
+    ("/facesim.v1.DatasetService/EstimateTraits", RESEARCH),
     ("/facesim.v1.DatasetService/GetThumbnail", RESEARCH),
     ("/facesim.v1.DatasetService/DeleteImage", RESEARCH),
     ("/facesim.v1.JobService/GetJob", RESEARCH),

@@ -14,7 +14,7 @@ use candle_core::Device;
 use image::{DynamicImage, RgbImage};
 
 use super::face_crop;
-use crate::faces::{DetectSettings, Face, FaceError, FaceFinder, Found, DEFAULT_MIN_SCORE};
+use crate::faces::{DetectSettings, Face, FaceError, FaceFinder, Found, Traits, DEFAULT_MIN_SCORE};
 
 /// How the face is cut from an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -119,6 +119,11 @@ impl FacePipeline {
     /// Every face of `image` above the threshold, largest first. CPU-heavy.
     pub fn detect(&self, image: &RgbImage, min_score: Option<f32>) -> Result<Found, FaceCropError> {
         Ok(self.finder.find(image, self.settings(min_score)?)?)
+    }
+
+    /// Apparent age and gender of a face crop. CPU: a few milliseconds.
+    pub fn traits(&self, crop: &RgbImage) -> Result<Traits, FaceCropError> {
+        Ok(self.finder.traits(crop)?)
     }
 
     /// The crop of `image` as `request` (or the defaults) asks: in detect mode, of its largest

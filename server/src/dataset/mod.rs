@@ -31,6 +31,8 @@ pub enum DatasetError {
     InvalidThumbnailSize(u32),
     #[error("stored face crop of image {id} cannot be read: {source}")]
     BadStoredFace { id: u64, source: DecodeError },
+    #[error("give 1 to {max} image ids, got {got}")]
+    TraitsCount { got: usize, max: usize },
     #[error("the uploaded image cannot be used: {0}")]
     BadUpload(DecodeError),
     #[error(transparent)]
@@ -40,6 +42,9 @@ pub enum DatasetError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// The most image ids one traits request may name.
+pub const MAX_TRAITS_IDS: usize = 1000;
 
 /// Why one file was not imported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,6 +297,15 @@ impl Datasets {
     /// The normalised face crop, decoded: what every model sees.
     pub fn face(&self, id: u64) -> Result<image::RgbImage, DatasetError> {
         decode_face_png(&self.face_png(id)?).map_err(|source| DatasetError::BadStoredFace { id, source })
+    }
+
+    /// Apparent age and gender of stored faces (from their crops), in the order asked; at most
+    /// [`MAX_TRAITS_IDS`] ids. CPU-heavy: call from a blocking thread.
+    pub fn traits(&self, ids: &[u64]) -> Result<Vec<crate::faces::Traits>, DatasetError> {
+        if ids.is_empty() || ids.len() > MAX_TRAITS_IDS {
+            return Err(DatasetError::TraitsCount { got: ids.len(), max: MAX_TRAITS_IDS });
+        }
+        ids.iter().map(|&id| Ok(self.faces.traits(&self.face(id)?)?)).collect()
     }
 
     /// A JPEG of the face crop whose longest side is `size` pixels.

@@ -1,16 +1,19 @@
-//! Finding faces in photos: face-api's TinyFaceDetector (boxes and scores) and FaceLandmark68Net
-//! (68 points per face), ported to Candle from the npm package `@vladmandic/face-api` 1.7.15
-//! and checked against it (`server/tests/faces_reference.rs`); then dlib's alignment of a face to
-//! the 150x150 chip the descriptor was trained on (`align`).
+//! Finding faces in photos: face-api's TinyFaceDetector (boxes and scores), FaceLandmark68Net
+//! (68 points per face) and AgeGenderNet (apparent age and gender of a face), ported to Candle
+//! from the npm package `@vladmandic/face-api` 1.7.15 and checked against it
+//! (`server/tests/faces_reference.rs`); then dlib's alignment of a face to the 150x150 chip the
+//! descriptor was trained on (`align`).
 //!
 //! `FaceFinder::find` does decode-free work on an RGB image: detect → landmarks per face;
+//! `FaceFinder::traits` estimates age and gender of a face crop;
 //! `FaceFinder::chip` aligns one found face. The weights (TensorFlow.js format, uint8-quantised,
-//! 0.55 MB together) are compiled into the binary.
+//! 1 MB together) are compiled into the binary.
 
 pub mod align;
 mod detector;
 mod landmarks;
 mod ops;
+mod traits;
 
 use candle_core::Device;
 use image::RgbImage;
@@ -19,6 +22,7 @@ pub use align::{CHIP_PADDING, CHIP_SIZE};
 pub use detector::{Detection, Detections};
 pub use landmarks::POINTS;
 use ops::Planes;
+pub use traits::Traits;
 
 use crate::tfjs;
 
@@ -26,6 +30,8 @@ const DETECTOR_MANIFEST: &str = include_str!("../../../models/face-api/tiny_face
 const DETECTOR_WEIGHTS: &[u8] = include_bytes!("../../../models/face-api/tiny_face_detector_model.bin");
 const LANDMARKS_MANIFEST: &str = include_str!("../../../models/face-api/face_landmark_68_model-weights_manifest.json");
 const LANDMARKS_WEIGHTS: &[u8] = include_bytes!("../../../models/face-api/face_landmark_68_model.bin");
+const TRAITS_MANIFEST: &str = include_str!("../../../models/face-api/age_gender_model-weights_manifest.json");
+const TRAITS_WEIGHTS: &[u8] = include_bytes!("../../../models/face-api/age_gender_model.bin");
 
 /// The detector's input side: 320 finds a face in more LFW photos than face-api's default of
 /// 416 (97.8% against 84.8% of a 400-image sample at score 0.5, BENCHMARKS.md), and is faster.
@@ -129,10 +135,11 @@ impl Default for DetectSettings {
     }
 }
 
-/// The detector and the landmark net, loaded once and shared.
+/// The detector, the landmark net and the age and gender net, loaded once and shared.
 pub struct FaceFinder {
     detector: detector::Detector,
     landmarks: landmarks::LandmarkNet,
+    traits: traits::TraitsNet,
 }
 
 impl FaceFinder {
@@ -140,7 +147,8 @@ impl FaceFinder {
     pub fn load(device: &Device) -> Result<Self, FaceError> {
         let detector = detector::Detector::load(&tfjs::decode(DETECTOR_MANIFEST, DETECTOR_WEIGHTS)?, device)?;
         let landmarks = landmarks::LandmarkNet::load(&tfjs::decode(LANDMARKS_MANIFEST, LANDMARKS_WEIGHTS)?, device)?;
-        Ok(FaceFinder { detector, landmarks })
+        let traits = traits::TraitsNet::load(&tfjs::decode(TRAITS_MANIFEST, TRAITS_WEIGHTS)?, device)?;
+        Ok(FaceFinder { detector, landmarks, traits })
     }
 
     /// The faces of `image` with their landmarks, in face-api's order (best score first).
@@ -177,6 +185,12 @@ impl FaceFinder {
         }
         found.faces.sort_by(|a, b| b.bbox.area().total_cmp(&a.bbox.area()));
         Ok(found)
+    }
+
+    /// face-api's age and gender estimates for a face image (a stored crop, or any picture
+    /// that is mostly one face).
+    pub fn traits(&self, face: &RgbImage) -> Result<Traits, FaceError> {
+        self.traits.estimate(face)
     }
 
     /// The aligned 150x150 chip of `face` for the descriptor.

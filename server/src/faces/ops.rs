@@ -160,17 +160,23 @@ impl SeparableConv {
 /// 2x2 max pooling with TensorFlow's 'same' padding (the padded edge repeats the last
 /// row/column, which leaves each maximum as TensorFlow's −∞ padding does).
 pub fn max_pool_same(x: &Tensor, stride: usize) -> Result<Tensor, FaceError> {
+    max_pool_same_k(x, 2, stride)
+}
+
+/// `kernel` × `kernel` max pooling with TensorFlow's 'same' padding, as [`max_pool_same`]: the
+/// padded rows and columns repeat the edge, so no maximum changes.
+pub fn max_pool_same_k(x: &Tensor, kernel: usize, stride: usize) -> Result<Tensor, FaceError> {
     let (_, _, h, w) = x.dims4()?;
-    let (_, after_h) = same_padding(h, 2, stride);
-    let (_, after_w) = same_padding(w, 2, stride);
+    let (before_h, after_h) = same_padding(h, kernel, stride);
+    let (before_w, after_w) = same_padding(w, kernel, stride);
     let mut x = x.clone();
-    if after_h > 0 {
-        x = x.pad_with_same(2, 0, after_h)?;
+    if before_h + after_h > 0 {
+        x = x.pad_with_same(2, before_h, after_h)?;
     }
-    if after_w > 0 {
-        x = x.pad_with_same(3, 0, after_w)?;
+    if before_w + after_w > 0 {
+        x = x.pad_with_same(3, before_w, after_w)?;
     }
-    Ok(x.max_pool2d_with_stride((2, 2), (stride, stride))?)
+    Ok(x.max_pool2d_with_stride((kernel, kernel), (stride, stride))?)
 }
 
 /// TensorFlow's leaky ReLU as face-api writes it: max(x, 0.1·x).

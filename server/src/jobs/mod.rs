@@ -133,7 +133,45 @@ impl Jobs {
         Ok(count)
     }
 
-    /// Registers a new running job.
+    /// Jobs of `kind` that ended interrupted (by a server stop), oldest first.
+    pub fn interrupted(&self, kind: JobKind) -> Result<Vec<JobRecord>, JobError> {
+        let mut jobs: Vec<JobRecord> = self
+            .store
+            .all_jobs()?
+            .into_iter()
+            .filter(|j| j.kind == kind as i32 && j.state == JobState::Interrupted as i32)
+            .collect();
+        jobs.sort_by_key(|j| j.id);
+        Ok(jobs)
+    }
+
+    /// Runs an interrupted job again under its own id (state running, `message` saying so).
+    pub fn resume(&self, mut record: JobRecord, message: String) -> Result<JobHandle, JobError> {
+        record.state = JobState::Running as i32;
+        record.message = message;
+        record.end_millis = 0;
+        self.store.put_job(&record)?;
+        Ok(self.go_live(record))
+    }
+
+    /// Replaces the message of an ended job.
+    pub fn note(&self, id: u64, message: String) -> Result<(), JobError> {
+        let mut job = self.store.job(id)?.ok_or(JobError::NotFound(id))?;
+        job.message = message;
+        self.store.put_job(&job)?;
+        Ok(())
+    }
+
+    /// Marks an ended job succeeded: its work was done before the server stopped.
+    pub fn note_succeeded(&self, id: u64, message: String) -> Result<(), JobError> {
+        let mut job = self.store.job(id)?.ok_or(JobError::NotFound(id))?;
+        job.state = JobState::Succeeded as i32;
+        job.message = message;
+        self.store.put_job(&job)?;
+        Ok(())
+    }
+
+    /// Registers a new running job.    /// Registers a new running job.
     pub fn start(&self, kind: JobKind, created_by: u64, model_id: &str, device: &str) -> Result<JobHandle, JobError> {
         let now = now_millis();
         let record = JobRecord {
@@ -149,13 +187,19 @@ impl Jobs {
             ..Default::default()
         };
         self.store.put_job(&record)?;
+        Ok(self.go_live(record))
+    }
+
+    /// Makes a stored running job live: watchers see it, cancel reaches it.
+    fn go_live(&self, record: JobRecord) -> JobHandle {
         let cancel = Arc::new(AtomicBool::new(false));
-        let (sender, _) = watch::channel(record.clone());
-        self.live.lock().expect("not poisoned").insert(record.id, Live { sender, cancel: cancel.clone() });
+        let id = record.id;
+        let (sender, _) = watch::channel(record);
+        self.live.lock().expect("not poisoned").insert(id, Live { sender, cancel: cancel.clone() });
         if self.stopping.load(Ordering::SeqCst) {
             cancel.store(true, Ordering::SeqCst);
         }
-        Ok(JobHandle { jobs: self.clone(), id: record.id, cancel })
+        JobHandle { jobs: self.clone(), id, cancel }
     }
 
     /// The id of a running job that works with `model_id` (an evaluation, say), if any.

@@ -6,6 +6,7 @@
 
 mod data;
 pub mod optim;
+mod resume;
 mod run;
 #[cfg(test)]
 mod tests;
@@ -69,7 +70,7 @@ impl Hyperparameters {
                 seed: 0,
             },
         };
-        if loss == LossKind::MiningContrastive {
+        if loss.is_mining() {
             // The kinship-verification paper's mining loss settings.
             (h.loss.alpha, h.loss.beta, h.loss.lambda, h.loss.epsilon) = (0.2, 3.1, 1.5, 1.0);
         }
@@ -153,11 +154,20 @@ pub struct Training {
     models_dir: PathBuf,
     /// The device used when a request leaves it empty.
     default_device: Device,
+    /// Least time between two resume checkpoints of a run (zero: after every epoch).
+    checkpoint_every: std::time::Duration,
 }
 
 impl Training {
-    pub fn new(store: Store, datasets: Datasets, jobs: Jobs, models_dir: PathBuf, default_device: Device) -> Self {
-        Training { store, datasets, jobs, models_dir, default_device }
+    pub fn new(
+        store: Store,
+        datasets: Datasets,
+        jobs: Jobs,
+        models_dir: PathBuf,
+        default_device: Device,
+        checkpoint_every: std::time::Duration,
+    ) -> Self {
+        Training { store, datasets, jobs, models_dir, default_device, checkpoint_every }
     }
 
     fn device(&self, requested: &str) -> Result<Device, TrainingError> {
@@ -180,11 +190,66 @@ impl Training {
     pub fn start_training(&self, request: TrainRequest, created_by: u64) -> Result<u64, TrainingError> {
         let plan = run::plan_training(self, request)?;
         let device_name = crate::models::descriptor::device_name(&plan.device);
+        // The plan goes to disk first, so a server stop at any later moment can resume the job.
+        std::fs::create_dir_all(&plan.dir)?;
+        resume::write_atomic(&plan.dir.join(resume::PLAN_FILE), &prost::Message::encode_to_vec(&plan.saved()))?;
         let handle = self.jobs.start(JobKind::Training, created_by, &plan.model_id, &device_name)?;
         let id = handle.id();
         let training = self.clone();
         self.jobs.spawn(handle, "train", move |handle| run::run_training(&training, handle, plan));
         Ok(id)
+    }
+
+    /// Restarts the training jobs a server stop interrupted (jobs marked interrupted whose
+    /// folder holds a saved plan): each continues after its last checkpoint, or from the start
+    /// without one, under its own job id. A job whose model was stored before the stop is
+    /// marked succeeded; one that cannot continue (its images were deleted, say) stays
+    /// interrupted with the reason. Returns the ids of the resumed jobs.
+    pub fn resume_interrupted(&self) -> Result<Vec<u64>, TrainingError> {
+        let mut resumed = Vec::new();
+        for job in self.jobs.interrupted(JobKind::Training)? {
+            let dir = self.models_dir.join(job.model_id.replace('/', "-"));
+            let saved = match resume::read::<resume::SavedPlan>(&dir.join(resume::PLAN_FILE)) {
+                Ok(Some(saved)) if saved.model_id == job.model_id => saved,
+                Ok(_) => continue,
+                Err(e) => {
+                    resume::clear(&dir);
+                    self.jobs.note(job.id, format!("{}; cannot resume: {e}", job.message))?;
+                    continue;
+                }
+            };
+            if self.store.model(&job.model_id)?.is_some() {
+                resume::clear(&dir);
+                self.jobs
+                    .note_succeeded(job.id, format!("model {} was stored before the server stopped", job.model_id))?;
+                continue;
+            }
+            let checkpoint = match resume::read::<resume::Checkpoint>(&dir.join(resume::CHECKPOINT_FILE)) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(job = job.id, error = %e, "unreadable checkpoint: the job starts over");
+                    None
+                }
+            };
+            let plan = match run::plan_from_saved(self, dir.clone(), saved, checkpoint) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    resume::clear(&dir);
+                    self.jobs.note(job.id, format!("{}; cannot resume: {e}", job.message))?;
+                    continue;
+                }
+            };
+            let message = match plan.resumes_after() {
+                0 => "resumed from the start after a server stop".to_string(),
+                epoch => format!("resumed after epoch {epoch} (its last checkpoint) after a server stop"),
+            };
+            tracing::info!(job = job.id, model = %plan.model_id, %message, "training resumes");
+            let handle = self.jobs.resume(job, message)?;
+            resumed.push(handle.id());
+            let training = self.clone();
+            self.jobs.spawn(handle, "train", move |handle| run::run_training(&training, handle, plan));
+        }
+        Ok(resumed)
     }
 
     /// Evaluates a trained model or the descriptor on a pair set; returns the job id.

@@ -48,6 +48,60 @@ impl Optimizer {
         candle_adam(vars, lr)
     }
 
+    /// The optimiser's state as named tensors, saved with a training checkpoint so a resumed
+    /// run continues exactly; `None` for candle's AdamW (GPU), whose moments are not readable.
+    pub fn state(&self) -> candle_core::Result<Option<Vec<(String, Tensor)>>> {
+        match self {
+            Optimizer::Sgd { velocity, .. } => Ok(Some(
+                velocity
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| v.as_ref().map(|v| (format!("optimizer.velocity.{i}"), v.clone())))
+                    .collect(),
+            )),
+            Optimizer::AdamCpu { m, v, t, .. } => {
+                let mut out = vec![("optimizer.t".to_string(), Tensor::new(&[f64::from(*t)], &Device::Cpu)?)];
+                for (i, (m, v)) in m.iter().zip(v).enumerate() {
+                    out.push((format!("optimizer.m.{i}"), Tensor::from_slice(m, m.len(), &Device::Cpu)?));
+                    out.push((format!("optimizer.v.{i}"), Tensor::from_slice(v, v.len(), &Device::Cpu)?));
+                }
+                Ok(Some(out))
+            }
+            Optimizer::Adam(_) => Ok(None),
+        }
+    }
+
+    /// Restores the state [`Optimizer::state`] saved (for the same variables in the same order).
+    pub fn load_state(&mut self, saved: &std::collections::HashMap<String, Tensor>) -> candle_core::Result<()> {
+        let get = |name: String| {
+            saved.get(&name).ok_or_else(|| candle_core::Error::Msg(format!("the checkpoint lacks {name}")))
+        };
+        match self {
+            Optimizer::Sgd { vars, velocity, .. } => {
+                for (i, (var, v)) in vars.iter().zip(velocity.iter_mut()).enumerate() {
+                    *v = match saved.get(&format!("optimizer.velocity.{i}")) {
+                        Some(t) => Some(t.to_device(var.device())?.reshape(var.shape())?),
+                        None => None,
+                    };
+                }
+                Ok(())
+            }
+            Optimizer::AdamCpu { vars, m, v, t, .. } => {
+                *t = get("optimizer.t".into())?.to_vec1::<f64>()?[0] as i32;
+                for (i, var) in vars.iter().enumerate() {
+                    let (mi, vi) = (get(format!("optimizer.m.{i}"))?, get(format!("optimizer.v.{i}"))?);
+                    if mi.elem_count() != var.elem_count() || vi.elem_count() != var.elem_count() {
+                        candle_core::bail!("the checkpoint's optimiser state {i} does not fit its variable");
+                    }
+                    m[i] = mi.to_vec1()?;
+                    v[i] = vi.to_vec1()?;
+                }
+                Ok(())
+            }
+            Optimizer::Adam(_) => candle_core::bail!("candle's AdamW state cannot be restored"),
+        }
+    }
+
     /// Back-propagates `loss` and updates every variable once.
     pub fn backward_step(&mut self, loss: &Tensor) -> candle_core::Result<()> {
         let grads = loss.backward()?;

@@ -12,6 +12,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::data::{self, Inputs, LabelledPair, TEST, TRAIN, VALIDATION};
 use super::optim::Optimizer;
+use super::resume::{self, Checkpoint, SavedPlan};
 use super::{DataSource, Hyperparameters, OptimizerKind, TrainRequest, Training, TrainingError};
 use crate::jobs::JobHandle;
 use crate::models::descriptor;
@@ -38,7 +39,91 @@ pub struct TrainingPlan {
     pub device: Device,
     data_source: String,
     batch_ids: Vec<u64>,
+    pub dir: PathBuf,
+    /// Where a resumed job continues from (`None`: from the start).
+    resume: Option<Checkpoint>,
+}
+
+impl TrainingPlan {
+    /// What a restart needs to run this plan again ([`plan_from_saved`]).
+    pub fn saved(&self) -> SavedPlan {
+        SavedPlan {
+            model_id: self.model_id.clone(),
+            name: self.name.clone(),
+            architecture: self.architecture as i32,
+            loss: self.loss as i32,
+            hyperparameters_json: serde_json::to_string(&self.hyper).unwrap_or_default(),
+            pairs: Some(pair_set(&self.pairs, &self.split)),
+            pair_batch: self.pairs.iter().map(|p| p.batch_id).collect(),
+            device: descriptor::device_name(&self.device),
+            data_source: self.data_source.clone(),
+            batch_ids: self.batch_ids.clone(),
+        }
+    }
+
+    /// The epoch a resumed run continues after (0: a fresh start).
+    pub fn resumes_after(&self) -> u32 {
+        self.resume.as_ref().map_or(0, |c| c.epoch)
+    }
+}
+
+fn pair_set(pairs: &[LabelledPair], split: &[u32]) -> PairSetRecord {
+    PairSetRecord {
+        image_a: pairs.iter().map(|p| p.image_a).collect(),
+        image_b: pairs.iter().map(|p| p.image_b).collect(),
+        target: pairs.iter().map(|p| p.target).collect(),
+        split: split.to_vec(),
+        pair_id: pairs.iter().map(|p| p.pair_id).collect(),
+    }
+}
+
+/// Rebuilds the plan of an interrupted job from its saved plan, to continue after `checkpoint`
+/// (or from the start). Fails when the job's images or their embeddings are gone.
+pub fn plan_from_saved(
+    training: &Training,
     dir: PathBuf,
+    saved: SavedPlan,
+    checkpoint: Option<Checkpoint>,
+) -> Result<TrainingPlan, TrainingError> {
+    let bad = |what: &str| TrainingError::Invalid(format!("the saved plan of {} has {what}", saved.model_id));
+    let architecture = Architecture::from_number(saved.architecture).ok_or_else(|| bad("an unknown architecture"))?;
+    let loss = LossKind::from_number(saved.loss).ok_or_else(|| bad("an unknown loss"))?;
+    let hyper: Hyperparameters =
+        serde_json::from_str(&saved.hyperparameters_json).map_err(|_| bad("unreadable settings"))?;
+    let set = saved.pairs.clone().unwrap_or_default();
+    let n = set.image_a.len();
+    if [set.image_b.len(), set.target.len(), set.split.len(), set.pair_id.len(), saved.pair_batch.len()]
+        .iter()
+        .any(|&len| len != n)
+    {
+        return Err(bad("pair lists of different lengths"));
+    }
+    let pairs: Vec<LabelledPair> = (0..n)
+        .map(|i| LabelledPair {
+            image_a: set.image_a[i],
+            image_b: set.image_b[i],
+            target: set.target[i],
+            pair_id: set.pair_id[i],
+            batch_id: saved.pair_batch[i],
+        })
+        .collect();
+    let vectors = Inputs::vectors(&training.store, &image_ids(&pairs))?;
+    let device = training.device(if saved.device.starts_with("cuda") { "cuda" } else { "cpu" })?;
+    Ok(TrainingPlan {
+        model_id: saved.model_id,
+        name: saved.name,
+        architecture,
+        loss,
+        hyper,
+        pairs,
+        split: set.split,
+        vectors,
+        device,
+        data_source: saved.data_source,
+        batch_ids: saved.batch_ids,
+        dir,
+        resume: checkpoint,
+    })
 }
 
 fn check_hyper(h: &Hyperparameters) -> Result<(), TrainingError> {
@@ -203,6 +288,7 @@ pub fn plan_training(training: &Training, request: TrainRequest) -> Result<Train
         data_source,
         batch_ids,
         dir,
+        resume: None,
     })
 }
 
@@ -226,9 +312,16 @@ pub fn run_training(training: &Training, handle: JobHandle, plan: TrainingPlan) 
             tracing::info!(%message, "training finished");
             handle.completed(message)
         }
-        Ok(Outcome::Stopped(message)) => handle.stopped(message),
+        Ok(Outcome::Stopped(message)) => {
+            // A server stop keeps what a restart resumes from; a user's cancel does not.
+            if !handle.is_stopping() {
+                resume::clear(&plan.dir);
+            }
+            handle.stopped(message)
+        }
         Err(e) => {
             tracing::warn!(error = %e, "training failed");
+            resume::clear(&plan.dir);
             handle.fail(e.to_string())
         }
     };
@@ -345,6 +438,40 @@ fn same_of(pairs: &[LabelledPair], chosen: &[usize]) -> Vec<bool> {
     chosen.iter().map(|&i| pairs[i].same()).collect()
 }
 
+/// Saves what a restart needs to continue after `epoch`: the weights with the optimiser's state,
+/// then the checkpoint naming them (and the best epoch's weights); older files go. `None` when
+/// the optimiser's state cannot be saved (candle's AdamW on a GPU): such a run starts over.
+fn checkpoint(
+    plan: &TrainingPlan,
+    model: &Siamese,
+    optimizer: &Optimizer,
+    epoch: u32,
+    (best_auc, best_epoch, best_file): (f64, u32, &str),
+    history: &[EpochRecord],
+    elapsed_seconds: f64,
+) -> Result<Option<Checkpoint>, TrainingError> {
+    let Some(state) = optimizer.state()? else { return Ok(None) };
+    let mut tensors: std::collections::HashMap<String, Tensor> =
+        model.named_vars().into_iter().map(|(name, var)| (name, var.as_tensor().clone())).collect();
+    tensors.extend(state);
+    let state_file = resume::state_file(epoch);
+    let state_path = plan.dir.join(&state_file);
+    candle_core::safetensors::save(&tensors, &state_path)?;
+    resume::sync_file(&state_path)?;
+    let c = Checkpoint {
+        epoch,
+        best_auc,
+        best_epoch,
+        history: history.to_vec(),
+        elapsed_seconds,
+        state_file,
+        best_file: best_file.to_string(),
+    };
+    resume::write_atomic(&plan.dir.join(resume::CHECKPOINT_FILE), &prost::Message::encode_to_vec(&c))?;
+    resume::remove_stale(&plan.dir, &[&c.state_file, &c.best_file]);
+    Ok(Some(c))
+}
+
 fn train(training: &Training, handle: &JobHandle, plan: &TrainingPlan) -> Result<Outcome, TrainingError> {
     let (hyper, device, pairs) = (&plan.hyper, &plan.device, &plan.pairs);
     let images;
@@ -363,7 +490,7 @@ fn train(training: &Training, handle: &JobHandle, plan: &TrainingPlan) -> Result
         OptimizerKind::Adam => Optimizer::adam(model.vars(), hyper.learning_rate)?,
     };
     std::fs::create_dir_all(&plan.dir)?;
-    let (last_path, best_path) = (plan.dir.join("last.safetensors"), plan.dir.join("best.safetensors"));
+    let last_path = plan.dir.join("last.safetensors");
     let mut train_idx = indices_of(&plan.split, TRAIN);
     let validation_idx = indices_of(&plan.split, VALIDATION);
     let test_idx = indices_of(&plan.split, TEST);
@@ -373,21 +500,53 @@ fn train(training: &Training, handle: &JobHandle, plan: &TrainingPlan) -> Result
         train = train_idx.len(),
         validation = validation_idx.len(),
         test = test_idx.len(),
+        resumes_after = plan.resumes_after(),
         "training starts"
     );
 
     let mut history = Vec::new();
-    let (mut best_auc, mut best_epoch) = (f64::NEG_INFINITY, 0);
+    let (mut best_auc, mut best_epoch, mut best_file) = (f64::NEG_INFINITY, 0, String::new());
+    let mut first_epoch = 1;
+    let mut earlier_seconds = 0.0;
+    // The checkpoint a restart would continue from, and when it was written.
+    let mut saved: Option<Checkpoint> = None;
+    if let Some(c) = &plan.resume {
+        let state_path = plan.dir.join(&c.state_file);
+        model.reload(&state_path)?;
+        optimizer.load_state(&candle_core::safetensors::load(&state_path, device)?)?;
+        (best_auc, best_epoch, best_file) = (c.best_auc, c.best_epoch, c.best_file.clone());
+        history = c.history.clone();
+        earlier_seconds = c.elapsed_seconds;
+        // The batch order of each epoch is a shuffle of the previous one: replay them.
+        for epoch in 1..=c.epoch {
+            train_idx.shuffle(&mut ChaCha8Rng::seed_from_u64(hyper.seed.wrapping_add(u64::from(epoch))));
+        }
+        first_epoch = c.epoch + 1;
+        saved = Some(c.clone());
+    } else {
+        resume::remove_stale(&plan.dir, &[]);
+    }
+    let mut saved_at = Instant::now();
     let started = Instant::now();
     let epochs = hyper.epochs;
-    for epoch in 1..=epochs {
+    for epoch in first_epoch..=epochs {
         let epoch_started = Instant::now();
         train_idx.shuffle(&mut ChaCha8Rng::seed_from_u64(hyper.seed.wrapping_add(u64::from(epoch))));
         let (mut loss_sum, mut seen) = (0.0, 0usize);
         let batches = train_idx.len().div_ceil(hyper.batch_size as usize);
         for (batch, chunk) in train_idx.chunks(hyper.batch_size as usize).enumerate() {
             if handle.is_cancelled() {
-                return Ok(Outcome::Stopped(format!("stopped in epoch {epoch} of {epochs}; no model was stored")));
+                let message = match (&saved, handle.is_stopping()) {
+                    (Some(c), true) => format!(
+                        "interrupted in epoch {epoch} of {epochs} by a server stop; resumes after epoch {} at the next start",
+                        c.epoch
+                    ),
+                    (None, true) => format!(
+                        "interrupted in epoch {epoch} of {epochs} by a server stop; starts again at the next start"
+                    ),
+                    (_, false) => format!("stopped in epoch {epoch} of {epochs}; no model was stored"),
+                };
+                return Ok(Outcome::Stopped(message));
             }
             let (xa, xb, y) = batch_tensors(inputs, pairs, chunk, device)?;
             let loss = model.loss(&xa, &xb, &y, &hyper.loss)?;
@@ -417,10 +576,28 @@ fn train(training: &Training, handle: &JobHandle, plan: &TrainingPlan) -> Result
         };
         model.save(&last_path)?;
         if validation_auc > best_auc {
+            let previous = std::mem::replace(&mut best_file, resume::best_file(epoch));
             (best_auc, best_epoch) = (validation_auc, epoch);
-            model.save(&best_path)?;
+            let path = plan.dir.join(&best_file);
+            model.save(&path)?;
+            resume::sync_file(&path)?;
+            // The best file the last checkpoint names stays until the next checkpoint.
+            if !previous.is_empty() && saved.as_ref().is_none_or(|c| c.best_file != previous) {
+                std::fs::remove_file(plan.dir.join(&previous)).ok();
+            }
         }
-        let eta = started.elapsed().as_secs_f64() / f64::from(epoch) * f64::from(epochs - epoch);
+        history.push(record.clone());
+        let elapsed = earlier_seconds + started.elapsed().as_secs_f64();
+        if epoch == epochs || saved_at.elapsed() >= training.checkpoint_every {
+            if let Some(c) =
+                checkpoint(plan, &model, &optimizer, epoch, (best_auc, best_epoch, &best_file), &history, elapsed)?
+            {
+                saved = Some(c);
+                saved_at = Instant::now();
+            }
+        }
+        let done_here = f64::from(epoch - first_epoch + 1);
+        let eta = started.elapsed().as_secs_f64() / done_here * f64::from(epochs - epoch);
         handle.report(
             u64::from(epoch),
             u64::from(epochs),
@@ -438,10 +615,12 @@ fn train(training: &Training, handle: &JobHandle, plan: &TrainingPlan) -> Result
                 ("eta_seconds", eta),
             ],
         )?;
-        history.push(record);
     }
 
     // The kept weights are the epoch with the best validation AUC.
+    let best_path = plan.dir.join("best.safetensors");
+    std::fs::copy(plan.dir.join(&best_file), &best_path)?;
+    resume::sync_file(&best_path)?;
     model.reload(&best_path)?;
     let validation_distances = distances(&model, inputs, pairs, &validation_idx, device)?;
     let threshold = metrics::best_mcc_threshold(&validation_distances, &validation_same);
@@ -482,13 +661,7 @@ fn train(training: &Training, handle: &JobHandle, plan: &TrainingPlan) -> Result
         create_millis: now_millis(),
         hyperparameters_json: serde_json::to_string(hyper).unwrap_or_default(),
         history,
-        pairs: Some(PairSetRecord {
-            image_a: pairs.iter().map(|p| p.image_a).collect(),
-            image_b: pairs.iter().map(|p| p.image_b).collect(),
-            target: pairs.iter().map(|p| p.target).collect(),
-            split: plan.split.clone(),
-            pair_id: pairs.iter().map(|p| p.pair_id).collect(),
-        }),
+        pairs: Some(pair_set(pairs, &plan.split)),
         weights_path: best_path.display().to_string(),
         input_dim: if plan.architecture == Architecture::SiameseGaml { input_dim as u32 } else { 0 },
         device: descriptor::device_name(device),
@@ -498,6 +671,7 @@ fn train(training: &Training, handle: &JobHandle, plan: &TrainingPlan) -> Result
         activations: Vec::new(),
     };
     training.store.insert_model(&model_record, &evaluation)?;
+    resume::clear(&plan.dir);
     Ok(Outcome::Done(Box::new(model_record)))
 }
 

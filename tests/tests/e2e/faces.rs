@@ -194,3 +194,41 @@ async fn photos_are_cut_at_their_detected_face_and_pictures_without_one_are_refu
         client.import_files_with("group", vec![entry("Pair", pair_path)], centred_all, |_, _| {}).await.unwrap_err();
     assert!(err.to_string().contains("needs face_mode detect"), "{err}");
 }
+
+/// EstimateTraits: face-api's age and gender net on stored faces, answered in the order asked;
+/// the count is bounded and unknown ids are NOT_FOUND (the crowd's look-alike truth uses it).
+#[tokio::test]
+async fn traits_of_stored_faces_come_back_in_order_and_bad_requests_are_refused() {
+    let server = TestServer::start_with(detect_mode).await;
+    let client = server.admin().await;
+    let people = ["Bill_Clinton", "Angelina_Jolie", "Arnold_Schwarzenegger", "Angela_Merkel"];
+    let entries = people.iter().map(|p| entry(p, photos().join(format!("{p}_0001.jpg")))).collect();
+    let report = client.import_files("traits", entries, |_, _| {}).await.unwrap();
+    assert_eq!(report.imported, 4, "{report:?}");
+    let id = |name: &str| report.results.iter().find(|r| r.identity == name).unwrap().image_id;
+    let asked = vec![id("Angela_Merkel"), id("Bill_Clinton"), id("Angelina_Jolie"), id("Arnold_Schwarzenegger")];
+
+    let mut datasets = client.datasets();
+    let request = |image_ids: Vec<u64>| pb::EstimateTraitsRequest { image_ids };
+    let traits = datasets.estimate_traits(request(asked.clone())).await.unwrap().into_inner().traits;
+    assert_eq!(traits.iter().map(|t| t.image_id).collect::<Vec<_>>(), asked);
+    for t in &traits {
+        assert!((18.0..80.0).contains(&t.age), "an adult's apparent age: {t:?}");
+        assert!((0.0..=1.0).contains(&t.male_probability), "{t:?}");
+    }
+    let male: Vec<bool> = traits.iter().map(|t| t.male_probability > 0.5).collect();
+    assert_eq!(male, [false, true, false, true], "Merkel, Clinton, Jolie, Schwarzenegger: {traits:?}");
+    // The same face asked twice gets the same answer (one net, no randomness).
+    let twice = datasets.estimate_traits(request(vec![asked[1], asked[1]])).await.unwrap().into_inner().traits;
+    assert_eq!(twice[0], twice[1]);
+    assert_eq!(twice[0], traits[1]);
+
+    let err = datasets.estimate_traits(request(Vec::new())).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("give 1 to 1000 image ids, got 0"), "{}", err.message());
+    let err = datasets.estimate_traits(request(vec![asked[0]; 1001])).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let err = datasets.estimate_traits(request(vec![asked[0], 987_654])).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains("987654"), "{}", err.message());
+}

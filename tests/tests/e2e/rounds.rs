@@ -162,3 +162,55 @@ async fn rounds_propose_with_the_newest_model_and_models_record_their_rounds() {
     }
     assert_eq!(rounds::next_round_number(&researcher).await.unwrap(), 3);
 }
+
+/// The look-alike crowd through the real API: with no strictness spread and no deliberate
+/// mistakes, every label is the stated rule on the server's own estimates (EstimateTraits) and
+/// descriptor distances (Compare) — and it is not identity: some pairs of one person are called
+/// dissimilar or some pairs of two people similar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_look_alike_crowd_labels_by_apparent_age_gender_and_distance() {
+    let server = TestServer::start_with(|c| c.min_answer_millis = 0).await;
+    let researcher = server.admin().await;
+    let report = import_demo(&researcher, 12).await;
+    let job = wait_for_job(&researcher, report.embedding_job_id).await;
+    assert_eq!(job.state, pb::JobState::Succeeded as i32, "{}", job.message);
+    let job = propose(&researcher, 120, pb::ProposalOrder::Nearest).await;
+    let rule = facesim_client::crowd::LookAlike { max_age_gap: 8.0, max_distance: 0.6, spread: 0.0 };
+    let crowd = annotator_clients(&researcher, "lookalike", 3).await.unwrap();
+    let config = CrowdConfig {
+        truth: Truth::LookAlike(rule),
+        error_rate: 0.0,
+        answer_time: Duration::ZERO,
+        max_votes: None,
+        deadline: None,
+        batch_id: 0,
+        seed: 5,
+    };
+    run_crowd(&researcher, crowd, config).await.unwrap();
+
+    let request = pb::ListLabelsRequest { page_size: 1000, ..Default::default() };
+    let labels = researcher.labeling().list_labels(request).await.unwrap().into_inner().labels;
+    let proposed = pairs_of(&researcher, &job.batch_ids).await;
+    assert_eq!(labels.len(), proposed.len(), "every proposed pair got its three votes");
+    let (mut not_identity, mut similar) = (0, 0);
+    for label in &labels {
+        let request = pb::EstimateTraitsRequest { image_ids: vec![label.image_a, label.image_b] };
+        let t = researcher.datasets().estimate_traits(request).await.unwrap().into_inner().traits;
+        let face =
+            |id: u64| Some(pb::FaceInput { face: Some(pb::face_input::Face::ImageId(id)), ..Default::default() });
+        let request =
+            pb::CompareRequest { a: face(label.image_a), b: face(label.image_b), model_id: "descriptor/v1".into() };
+        let distance = researcher.ranking().compare(request).await.unwrap().into_inner().score;
+        let expected = (t[0].male_probability > 0.5) == (t[1].male_probability > 0.5)
+            && (t[0].age - t[1].age).abs() <= 8.0
+            && distance <= 0.6;
+        let majority = if expected { pb::VoteChoice::Similar } else { pb::VoteChoice::Dissimilar };
+        assert_eq!(label.majority, majority as i32, "pair {}: {t:?}, distance {distance}", label.pair_id);
+        let unanimous = if expected { (3, 0) } else { (0, 3) };
+        assert_eq!((label.similar_votes, label.dissimilar_votes), unanimous, "no spread, no mistakes: all agree");
+        similar += usize::from(expected);
+        not_identity += usize::from(expected != (label.identity_a == label.identity_b));
+    }
+    assert!(similar > 0 && similar < labels.len(), "both classes: {similar} of {}", labels.len());
+    assert!(not_identity > 0, "the look-alike truth differs from identity on some pair");
+}

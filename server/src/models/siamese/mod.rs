@@ -52,17 +52,26 @@ pub enum LossKind {
     MiningContrastive = 3,
     HeadBce = 4,
     HeadFocal = 5,
+    /// The mining loss with each batch's cross pairs of similar pairs as extra negatives.
+    MiningInBatch = 6,
 }
 
 impl LossKind {
     pub fn from_number(n: i32) -> Option<Self> {
         use LossKind::*;
-        [Contrastive, GeometryAware, MiningContrastive, HeadBce, HeadFocal].into_iter().find(|l| *l as i32 == n)
+        [Contrastive, GeometryAware, MiningContrastive, HeadBce, HeadFocal, MiningInBatch]
+            .into_iter()
+            .find(|l| *l as i32 == n)
     }
 
     /// Whether models trained with this loss score pairs with a learned head.
     pub fn has_head(self) -> bool {
         matches!(self, LossKind::HeadBce | LossKind::HeadFocal)
+    }
+
+    /// Whether this is one of the mining losses (cosine distance, the paper's α, β, λ, ε).
+    pub fn is_mining(self) -> bool {
+        matches!(self, LossKind::MiningContrastive | LossKind::MiningInBatch)
     }
 }
 
@@ -82,6 +91,12 @@ pub struct LossSettings {
     pub epsilon: f64,
     /// γ of the focal loss.
     pub focal_gamma: f64,
+}
+
+impl LossSettings {
+    fn mining(&self) -> loss::MiningSettings {
+        loss::MiningSettings { alpha: self.alpha, beta: self.beta, lambda: self.lambda, epsilon: self.epsilon }
+    }
 }
 
 /// Why a stored model cannot be loaded.
@@ -167,8 +182,18 @@ impl Siamese {
         self.vars.load(path)
     }
 
+    /// The trainable variables, in the order of their names (the same order in every process,
+    /// so an optimiser's saved state lines up with them after a restart).
     pub fn vars(&self) -> Vec<Var> {
-        self.vars.all_vars()
+        self.named_vars().into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// The variables with their names, sorted by name.
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        let data = self.vars.data().lock().expect("not poisoned");
+        let mut named: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named
     }
 
     pub fn parameter_count(&self) -> usize {
@@ -177,7 +202,7 @@ impl Siamese {
 
     /// Whether the model's distance is 1 − cosine similarity (ranking then uses cosine).
     pub fn uses_cosine(&self) -> bool {
-        matches!(self.loss, LossKind::MiningContrastive | LossKind::HeadBce | LossKind::HeadFocal)
+        self.loss.is_mining() || self.loss.has_head()
     }
 
     fn tower(&self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -244,9 +269,8 @@ impl Siamese {
                 let d = nets::euclidean(&self.project(fa)?, &self.project(fb)?)?;
                 loss::geometry_aware(&d, &d0, y, h.alpha, h.margin)
             }
-            LossKind::MiningContrastive => {
-                loss::mining_contrastive(&nets::cosine(&fa, &fb)?, y, h.alpha, h.beta, h.lambda, h.epsilon)
-            }
+            LossKind::MiningContrastive => loss::mining_labelled(&fa, &fb, y, &h.mining()),
+            LossKind::MiningInBatch => loss::mining_in_batch(&fa, &fb, y, &h.mining()),
             LossKind::HeadBce => loss::bce(&self.head()?.logits(&fa, &fb)?, y),
             LossKind::HeadFocal => loss::focal(&self.head()?.logits(&fa, &fb)?, y, h.focal_gamma),
         }
@@ -255,7 +279,7 @@ impl Siamese {
     fn distances_of(&self, fa: Tensor, fb: Tensor) -> candle_core::Result<Tensor> {
         match self.loss {
             LossKind::Contrastive | LossKind::GeometryAware => nets::euclidean(&self.project(fa)?, &self.project(fb)?),
-            LossKind::MiningContrastive => 1.0 - nets::cosine(&fa, &fb)?,
+            LossKind::MiningContrastive | LossKind::MiningInBatch => 1.0 - nets::cosine(&fa, &fb)?,
             LossKind::HeadBce | LossKind::HeadFocal => {
                 1.0 - candle_nn::ops::sigmoid(&self.head()?.logits(&fa, &fb)?.detach())?
             }

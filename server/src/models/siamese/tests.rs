@@ -182,8 +182,21 @@ fn head_losses_match_pytorch() {
 #[test]
 fn mining_loss_matches_pytorch() {
     let (fa, fb) = features();
-    let s = nets::cosine(fa.as_tensor(), fb.as_tensor()).unwrap();
-    let l = loss::mining_contrastive(&s, &targets(), 0.2, 3.1, 1.5, -0.08).unwrap();
-    assert!((scalar(&l) - 6.049066790577143).abs() < 1e-4);
-    check("mining fa", l.backward().unwrap().get(fa.as_tensor()).unwrap(), 0.10822487228855647, 0.9174084035374414);
+    let h = loss::MiningSettings { alpha: 0.2, beta: 3.1, lambda: 1.5, epsilon: -0.08 };
+    let l = loss::mining_labelled(fa.as_tensor(), fb.as_tensor(), &targets(), &h).unwrap();
+    assert!((scalar(&l) - 1.008177798429524).abs() < 1e-5, "{}", scalar(&l));
+    check("mining fa", l.backward().unwrap().get(fa.as_tensor()).unwrap(), 0.018037478714759407, 0.15290140058957355);
+}
+
+/// The in-batch variant against PyTorch computing it pair by pair (tests/python/gradients.py):
+/// 3 similar pairs, their 6 cross pairs and 3 labelled dissimilar pairs.
+#[test]
+fn in_batch_mining_loss_matches_pytorch() {
+    let (fa, fb) = features();
+    let h = loss::MiningSettings { alpha: 0.7, beta: 2.3, lambda: 0.2, epsilon: 0.3 };
+    let l = loss::mining_in_batch(fa.as_tensor(), fb.as_tensor(), &targets(), &h).unwrap();
+    assert!((scalar(&l) - 1.0192256100253076).abs() < 1e-5, "{}", scalar(&l));
+    let grads = l.backward().unwrap();
+    check("in-batch mining fa", grads.get(fa.as_tensor()).unwrap(), 0.00397417028342318, 0.323771733480006);
+    check("in-batch mining fb", grads.get(fb.as_tensor()).unwrap(), 0.03026202319688703, 0.38568750274746266);
 }
