@@ -138,6 +138,7 @@ function renderExamples(into: HTMLElement, pairs: ExamplePair[]) {
 async function showInstructions() {
   try {
     const instructions = await labeling.getInstructions({});
+    minAnswerMillis = instructions.minAnswerMillis;
     element("instructions-text").textContent = instructions.text;
     element("instructions-timing").textContent =
       `Look at both faces for at least ${(instructions.minAnswerMillis / 1000).toFixed(1)} s before you answer; ` +
@@ -162,6 +163,38 @@ let current: Task | null = null;
 let prefetched: Promise<Task | null> | null = null;
 let busy = false;
 let votesToday = 0n;
+/** The server's minimum time on a pair (from the instructions). */
+let minAnswerMillis = 1000;
+/** When the pair on screen may be answered (performance.now() time). */
+let answerableAt = 0;
+let countdown: number | undefined;
+
+function setVoteButtons(enabled: boolean) {
+  for (const id of ["vote-similar", "vote-dissimilar"]) element<HTMLButtonElement>(id).disabled = !enabled;
+}
+
+/**
+ * The server accepts a vote only after the annotator had the pair for its minimum time (counted
+ * from showing it, which is after the previous answer): until then the answer buttons wait and
+ * say how long is left. Skipping is always possible.
+ */
+function waitBeforeAnswering() {
+  answerableAt = performance.now() + minAnswerMillis;
+  window.clearTimeout(countdown);
+  const tick = () => {
+    const left = answerableAt - performance.now();
+    if (left <= 0) {
+      countdown = undefined;
+      element("wait").textContent = "";
+      if (!busy) setVoteButtons(true);
+      return;
+    }
+    element("wait").textContent = `You can answer in ${(left / 1000).toFixed(1)} s`;
+    setVoteButtons(false);
+    countdown = window.setTimeout(tick, Math.min(100, left));
+  };
+  tick();
+}
 
 /** Asks for a task; null when the server cannot be reached right now. */
 async function fetchTask(): Promise<Task | null> {
@@ -220,6 +253,7 @@ async function advance() {
   progressLine();
   if (screen !== "labeling") show("labeling");
   setButtons(true);
+  waitBeforeAnswering();
   prefetched = fetchTask();
 }
 
@@ -237,7 +271,7 @@ async function startLabeling() {
 
 async function vote(choice: VoteChoice) {
   const task = current;
-  if (!task || busy) return;
+  if (!task || busy || performance.now() < answerableAt) return;
   busy = true;
   setButtons(false);
   try {
@@ -261,6 +295,7 @@ async function vote(choice: VoteChoice) {
         if (e.code === Code.FailedPrecondition && /too fast/i.test(e.rawMessage)) {
           message("Too fast: look at both faces for at least a second, then answer again.");
           setButtons(true);
+          waitBeforeAnswering();
           return;
         }
         if ((e.code === Code.FailedPrecondition && /expired/i.test(e.rawMessage)) || e.code === Code.NotFound) {

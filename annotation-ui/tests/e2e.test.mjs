@@ -177,17 +177,21 @@ test("annotators sign in, read the instructions, vote by click and keyboard, see
   assert.equal(await page.locator(".example img").count(), 4);
   await page.screenshot({ path: join(shots, "instructions.png") });
 
-  // Labeling: an answer within a second is refused by the server; the pair stays.
+  // Labeling: for its first second a pair cannot be answered (the server's rule); the page says
+  // how long is left, and a key pressed meanwhile changes nothing.
   await page.getByRole("button", { name: "Start labeling" }).click();
   const first = await shownPair(page);
-  await page.screenshot({ path: join(shots, "labeling.png") });
-  await page.keyboard.press("s");
-  await page.getByText("Too fast: look at both faces for at least a second").waitFor();
+  await page.getByText(/^You can answer in \d\.\d s$/).waitFor();
+  assert.equal(await page.locator("#vote-similar").isDisabled(), true);
   await page.screenshot({ path: join(shots, "too-fast.png") });
-  assert.equal(await shownPair(page), first, "a refused vote keeps the pair");
+  await page.keyboard.press("s");
+  await page.waitForFunction(() => document.getElementById("vote-similar").disabled === false);
+  assert.equal(await page.locator("#wait").textContent(), "");
+  assert.equal(await shownPair(page), first, "an early key keeps the pair");
+  assert.equal(votes().length, 0, "and sends no vote");
+  await page.screenshot({ path: join(shots, "labeling.png") });
 
   // By click, then by keyboard.
-  await sleep(MIN_ANSWER_MS + 100);
   await page.getByRole("button", { name: /^Similar/ }).click();
   const second = await nextShown(page, first);
   assert.ok(second && second !== first);

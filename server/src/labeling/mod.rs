@@ -64,8 +64,8 @@ pub enum LabelingError {
     #[error("lease {0} expired; the pair went back to the pool, ask for a new task")]
     LeaseExpired(u64),
     #[error(
-        "vote too fast: {elapsed_ms} ms after the pair was shown; look at both faces for at least {min_ms} ms, \
-         then vote again with the same lease"
+        "vote too fast: {elapsed_ms} ms after the pair was shown (or after your previous answer, for a pair \
+         fetched ahead); look at both faces for at least {min_ms} ms, then vote again with the same lease"
     )]
     TooFast { elapsed_ms: u64, min_ms: u64 },
     #[error("{0}")]
@@ -135,6 +135,9 @@ struct State {
     gold: BTreeMap<u64, HashSet<u64>>,
     leases: HashMap<u64, Lease>,
     user_leases: HashMap<u64, Vec<u64>>,
+    /// When each annotator last answered (a vote or a skip): the 1-second rule counts from the
+    /// later of that and the lease, so a task fetched ahead cannot be answered at once.
+    last_answer: HashMap<u64, Instant>,
     served: HashMap<u64, u64>,
     skipped: HashSet<(u64, u64)>,
     disabled: HashSet<u64>,
@@ -539,11 +542,14 @@ impl Labeling {
         if state.disabled.contains(&user_id) {
             return Err(LabelingError::Disabled);
         }
-        let elapsed = lease.issued.elapsed();
-        if elapsed >= self.config.lease {
+        if lease.issued.elapsed() >= self.config.lease {
             state.drop_lease(lease_id);
             return Err(LabelingError::LeaseExpired(lease_id));
         }
+        // The time this annotator has had for this pair: since the lease, or since its previous
+        // answer when that came later (the pair was fetched ahead while another was shown).
+        let shown = state.last_answer.get(&user_id).map_or(lease.issued, |&t| t.max(lease.issued));
+        let elapsed = shown.elapsed();
         if elapsed < self.config.min_answer {
             drop(state);
             self.store.update_annotator(user_id, |a| a.rejected_too_fast += 1)?;
@@ -580,6 +586,7 @@ impl Labeling {
         let labeled = effect.label.is_some();
         self.commit.enqueue_vote(vote, effect);
         state.drop_lease(lease_id);
+        state.last_answer.insert(user_id, Instant::now());
         if lease.gold {
             if let Some(answered) = state.gold.get_mut(&lease.pair_id) {
                 answered.insert(user_id);
@@ -601,6 +608,7 @@ impl Labeling {
                     let pair = l.pair_id;
                     state.drop_lease(lease_id);
                     state.skipped.insert((user_id, pair));
+                    state.last_answer.insert(user_id, Instant::now());
                 }
                 _ => return Err(LabelingError::UnknownLease(lease_id)),
             }

@@ -1,5 +1,6 @@
 //! Crowd labeling through the API, with the real 1-second rule: tasks under leases, three votes
-//! from three annotators give a 2-of-3 label, too-fast votes and foreign leases are refused,
+//! from three annotators give a 2-of-3 label, too-fast votes (also on a task fetched ahead) and
+//! foreign leases are refused,
 //! retries count once, skipped pairs stay away, a disabled annotator's votes stop counting, gold
 //! pairs score annotators, and a restart keeps every vote and label. A second test races many
 //! annotators over few pairs.
@@ -32,6 +33,35 @@ async fn annotators(server: &TestServer, names: &[&str]) -> Vec<Client> {
         out.push(server.client(Some(&server.user(name, pb::Role::Annotator).await)).await);
     }
     out
+}
+
+/// The 1-second rule is the time an annotator spends on a pair: it counts from the later of the
+/// lease and the annotator's previous answer (vote or skip), so a task fetched ahead while another
+/// was shown cannot be answered the moment the one before it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_fetched_ahead_waits_a_second_after_the_previous_answer() {
+    let server = TestServer::start().await;
+    let researcher = server.admin().await;
+    demo_pairs(&researcher, 4, 4, 10).await;
+    let [a]: [Client; 1] = annotators(&server, &["ahead"]).await.try_into().ok().unwrap();
+    let (t1, t2) = (next(&a).await, next(&a).await);
+    assert_ne!(t1.pair_id, t2.pair_id);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(vote(&a, t1.lease_id, SIMILAR).await.unwrap());
+    // t2 was leased over a second ago, but the previous answer came just now.
+    let err = vote(&a, t2.lease_id, SIMILAR).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(err.message().contains("too fast"), "{}", err.message());
+    // A skip is an answer too.
+    let t3 = next(&a).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    a.labeling().skip(pb::SkipRequest { lease_id: t3.lease_id }).await.unwrap();
+    let err = vote(&a, t2.lease_id, DISSIMILAR).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    tokio::time::sleep(Duration::from_millis(1050)).await;
+    assert!(vote(&a, t2.lease_id, DISSIMILAR).await.unwrap(), "a second after the skip");
+    let me = a.labeling().my_stats(pb::MyStatsRequest {}).await.unwrap().into_inner();
+    assert_eq!((me.votes, me.rejected_too_fast), (2, 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
