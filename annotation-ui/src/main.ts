@@ -196,13 +196,16 @@ function waitBeforeAnswering() {
   tick();
 }
 
-/** Asks for a task; null when the server cannot be reached right now. */
+/** Why the last task request gave none (the server unreachable, or its reason). */
+let noTaskBecause = "";
+
+/** Asks for a task; null when none can be had right now (`noTaskBecause` says why). */
 async function fetchTask(): Promise<Task | null> {
   try {
     return await labeling.nextTask({ batchId: 0n });
   } catch (error) {
     if (ConnectError.from(error).code === Code.Unauthenticated) expired();
-    else if (!unreachable(error)) message(explain(error));
+    noTaskBecause = unreachable(error) ? "The server cannot be reached" : explain(error);
     return null;
   }
 }
@@ -234,7 +237,8 @@ async function advance() {
     task = await fetchTask();
     if (!task) {
       if (!token) return;
-      status("The server cannot be reached; retrying…");
+      // E.g. no instructions yet: the server's reason, asked again until it changes.
+      status(`${noTaskBecause.replace(/[.\s]+$/, "")}; retrying…`);
       await new Promise((resolve) => setTimeout(resolve, RETRY_MILLIS));
     }
   }

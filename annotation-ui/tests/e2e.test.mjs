@@ -111,12 +111,6 @@ before(async () => {
   await waitForServer();
   cli(["dataset", "import", join(work, "faces"), "--dataset", "ui-test", "--wait"]);
   cli(["pairs", "propose", "--budget", "3", "--batch-size", "3"]);
-  cli([
-    "labeling", "instructions", "set",
-    "--text", "Similar if a stranger could mistake one person for the other.",
-    "--similar", "1,3,alike: same face shape",
-    "--dissimilar", "1,5,different features",
-  ]);
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -157,8 +151,24 @@ async function nextShown(page, previous) {
   return (await page.locator("#done").isVisible()) ? null : shownPair(page);
 }
 
-test("annotators sign in, read the instructions, vote by click and keyboard, see the 1-second rule, finish the batch", async () => {
+test("annotators wait for instructions, sign in, read them, vote by click and keyboard, see the 1-second rule, finish the batch", async () => {
   const tokens = [annotatorToken("ann-ui-1"), annotatorToken("ann-ui-2"), annotatorToken("ann-ui-3")];
+  // Before a researcher sets instructions no task is handed out, and the page says why.
+  const early = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const earlyPage = await early.newPage();
+  await earlyPage.goto(url);
+  await signIn(earlyPage, annotatorToken("ann-ui-0"));
+  await earlyPage.getByText(/^no labeling instructions set/).waitFor();
+  await earlyPage.getByRole("button", { name: "Start labeling" }).click();
+  await earlyPage.getByText(/^no labeling instructions set: .*; retrying…$/).waitFor();
+  await early.close();
+  cli([
+    "labeling", "instructions", "set",
+    "--text", "Similar if a stranger could mistake one person for the other.",
+    "--similar", "1,3,alike: same face shape",
+    "--dissimilar", "1,5,different features",
+  ]);
+
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
   await page.goto(url);

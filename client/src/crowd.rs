@@ -319,6 +319,35 @@ async fn annotate(
     Ok(mine)
 }
 
+/// Sets plain labeling instructions, with example pairs from the first stored images, unless
+/// instructions exist: the server hands out no task before there are some. For benchmarks and
+/// tests, whose simulated annotators read nothing; a real round gets a researcher's own
+/// (`facesim labeling instructions set`). Returns whether it set them. Needs a researcher.
+pub async fn ensure_instructions(researcher: &Client) -> Result<bool, ClientError> {
+    let mut labeling = researcher.labeling();
+    if labeling.get_instructions(pb::GetInstructionsRequest {}).await.is_ok() {
+        return Ok(false);
+    }
+    let request = pb::ListImagesRequest { page_size: 3, ..Default::default() };
+    let images: Vec<u64> =
+        researcher.datasets().list_images(request).await?.into_inner().images.iter().map(|i| i.id).collect();
+    let [first, second, rest @ ..] = images.as_slice() else {
+        return Err(ClientError::Rpc(tonic::Status::failed_precondition(
+            "labeling instructions need example pairs: import at least two images first",
+        )));
+    };
+    let other = rest.first().copied().unwrap_or(*first);
+    let example =
+        |image_a, image_b, explanation: &str| pb::ExampleRef { image_a, image_b, explanation: explanation.into() };
+    let request = pb::SetInstructionsRequest {
+        text: "Do these two faces look alike? Judge the faces only.".into(),
+        similar_examples: vec![example(*first, *second, "an example pair")],
+        dissimilar_examples: vec![example(*second, other, "another example pair")],
+    };
+    labeling.set_instructions(request).await?;
+    Ok(true)
+}
+
 /// Makes (or reuses) annotator accounts `prefix-1 .. prefix-n` and returns clients with fresh
 /// tokens, each on a connection of its own. Needs an admin client.
 pub async fn annotator_clients(admin: &Client, prefix: &str, n: usize) -> Result<Vec<(String, Client)>, ClientError> {

@@ -212,7 +212,7 @@ async fn annotator_labels_in_the_terminal_and_a_simulated_crowd_finishes_the_bat
         let (ok, _, err) = facesim(&server, ADMIN, &["pairs", "propose", "--budget", "3"]);
         assert!(ok, "{err}");
         let (ok, _, err) = facesim(&server, ADMIN, &["label"]);
-        assert!(!ok && err.contains("no instructions yet"), "{err}");
+        assert!(!ok && err.contains("no labeling instructions set"), "{err}");
         let (ok, out, err) = facesim(
             &server,
             ADMIN,

@@ -102,6 +102,16 @@ async fn acknowledged_votes_survive_sigkill_under_load() {
         pb::ProposePairsRequest { limit: Some(pb::propose_pairs_request::Limit::Budget(1650)), ..Default::default() };
     let job = proposals.propose_pairs(authed(request)).await.unwrap().into_inner();
     assert_eq!(finished_job(&url, job.id).await.state, pb::JobState::Succeeded as i32);
+    // Tasks are handed out once there are instructions.
+    let ids: Vec<u64> = report.results.iter().map(|r| r.image_id).take(3).collect();
+    let example = |a, b| pb::ExampleRef { image_a: a, image_b: b, explanation: "an example".into() };
+    let instructions = pb::SetInstructionsRequest {
+        text: "Do these two faces look alike?".into(),
+        similar_examples: vec![example(ids[0], ids[1])],
+        dissimilar_examples: vec![example(ids[0], ids[2])],
+    };
+    let mut labeling = LabelingServiceClient::connect(url.clone()).await.unwrap();
+    labeling.set_instructions(authed(instructions)).await.unwrap();
     let mut admin = AdminServiceClient::connect(url.clone()).await.unwrap();
     let mut tokens = Vec::new();
     for i in 0..12 {

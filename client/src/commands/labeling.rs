@@ -688,6 +688,7 @@ pub async fn bench(client: &Client, command: BenchCommand) -> anyhow::Result<()>
         BenchCommand::Rank(args) => return super::rank::bench_rank(client, args).await,
         BenchCommand::Soak(_) => anyhow::bail!("the soak needs the server address: run it from the facesim CLI"),
     };
+    facesim_client::crowd::ensure_instructions(client).await?;
     let crowd = annotator_clients(client, &prefix, annotators).await?;
     // Warm-up: connections, caches.
     let warm = CrowdConfig {

@@ -113,6 +113,7 @@ pub async fn run(client: &Client, server: &str, args: BenchSoakArgs) -> anyhow::
             _ => anyhow::bail!("the soak's proposal job {} ended: {}", job.id, job.message),
         }
     }
+    facesim_client::crowd::ensure_instructions(client).await?;
     let crowd = annotator_clients(client, "soak", args.annotators).await?;
 
     let tally = Arc::new(Mutex::new(Tally::default()));

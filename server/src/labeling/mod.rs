@@ -80,7 +80,10 @@ pub enum LabelingError {
     UserNotFound(u64),
     #[error("user {0} is not an annotator")]
     NotAnnotator(u64),
-    #[error("no instructions yet: a researcher sets them with `facesim labeling instructions set`")]
+    #[error(
+        "no labeling instructions set: a researcher sets them, with a similar and a dissimilar example pair, \
+         with `facesim labeling instructions set`; tasks are handed out after that"
+    )]
     NoInstructions,
     #[error(transparent)]
     Dataset(DatasetError),
@@ -228,6 +231,9 @@ pub struct Labeling {
     commit: GroupCommit,
     state: Arc<Mutex<State>>,
     faces: Arc<Mutex<HashMap<u64, Arc<Vec<u8>>>>>,
+    /// Whether instructions exist: annotators see them (with a similar and a dissimilar
+    /// example) before any task, as the method asks.
+    instructed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn choice_ok(choice: i32) -> bool {
@@ -329,8 +335,17 @@ impl Labeling {
     /// Rebuilds the labeling state from the store and starts the group commit.
     pub fn load(store: Store, datasets: Datasets, config: LabelingConfig) -> Result<Self, LabelingError> {
         let state = State::load(&store)?;
+        let instructed = Arc::new(std::sync::atomic::AtomicBool::new(store.instructions()?.is_some()));
         let commit = GroupCommit::start(store.clone());
-        Ok(Labeling { store, datasets, config, commit, state: Arc::new(Mutex::new(state)), faces: Arc::default() })
+        Ok(Labeling {
+            store,
+            datasets,
+            config,
+            commit,
+            state: Arc::new(Mutex::new(state)),
+            faces: Arc::default(),
+            instructed,
+        })
     }
 
     /// Waits until everything acknowledged so far is on disk. After a failed write of a vote
@@ -414,6 +429,9 @@ impl Labeling {
     /// pair now and then, else the first pair (in proposal order) of an open batch that it has
     /// not voted on and that needs more votes than it has leases out. `None` when there is none.
     pub fn next_task(&self, user_id: u64, batch_filter: u64) -> Result<Option<Task>, LabelingError> {
+        if !self.instructed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(LabelingError::NoInstructions);
+        }
         if batch_filter != 0 && self.store.batch(batch_filter)?.is_none() {
             return Err(LabelingError::BatchNotFound(batch_filter));
         }
@@ -659,6 +677,7 @@ impl Labeling {
         }
         self.store.set_instructions(&record)?;
         self.commit().await?;
+        self.instructed.store(true, std::sync::atomic::Ordering::SeqCst);
         self.instructions()
     }
 

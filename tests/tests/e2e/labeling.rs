@@ -8,6 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use facesim_client::crowd::ensure_instructions;
 use facesim_client::{pb, Client};
 use facesim_tests::{demo_pairs, TestServer};
 use tonic::Code;
@@ -43,6 +44,7 @@ async fn a_task_fetched_ahead_waits_a_second_after_the_previous_answer() {
     let server = TestServer::start().await;
     let researcher = server.admin().await;
     demo_pairs(&researcher, 4, 4, 10).await;
+    ensure_instructions(&researcher).await.unwrap();
     let [a]: [Client; 1] = annotators(&server, &["ahead"]).await.try_into().ok().unwrap();
     let (t1, t2) = (next(&a).await, next(&a).await);
     assert_ne!(t1.pair_id, t2.pair_id);
@@ -74,9 +76,13 @@ async fn three_annotators_label_a_pair_by_majority() {
     let a = server.client(Some(&a_token)).await;
     let [b, c, d]: [Client; 3] = annotators(&server, &["ann-b", "ann-c", "ann-d"]).await.try_into().ok().unwrap();
 
-    // Instructions need a similar and a dissimilar example; annotators see them with faces.
+    // Instructions first: no task is handed out before they exist.
     let err = a.labeling().get_instructions(pb::GetInstructionsRequest {}).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    let err = a.labeling().next_task(pb::NextTaskRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(err.message().starts_with("no labeling instructions set"), "{}", err.message());
+    // They need a similar and a dissimilar example; annotators see them with faces.
     let example = |x, y, why: &str| pb::ExampleRef { image_a: x, image_b: y, explanation: why.into() };
     let bad = pb::SetInstructionsRequest { text: "Do these two people look alike?".into(), ..Default::default() };
     let err = researcher.labeling().set_instructions(bad.clone()).await.unwrap_err();
@@ -205,6 +211,7 @@ async fn racing_annotators_never_over_vote_or_lose_votes() {
     let server = TestServer::start_with(|c| c.min_answer_millis = 0).await;
     let researcher = server.admin().await;
     demo_pairs(&researcher, 3, 12, 500).await;
+    ensure_instructions(&researcher).await.unwrap();
     let names: Vec<String> = (0..16).map(|i| format!("racer-{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let crowd = annotators(&server, &refs).await;
@@ -278,6 +285,7 @@ async fn deleting_an_image_withdraws_its_pending_pairs_from_labeling() {
     let server = TestServer::start_with(|c| c.lease_seconds = 2).await;
     let researcher = server.admin().await;
     let proposal = demo_pairs(&researcher, 4, 5, 10).await;
+    ensure_instructions(&researcher).await.unwrap();
     let batch_id = proposal.batch_ids[0];
     let [annotator]: [Client; 1] = annotators(&server, &["ann-del"]).await.try_into().ok().unwrap();
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use facesim_client::crowd::{annotator_clients, run_crowd, CrowdConfig, Truth};
+use facesim_client::crowd::{annotator_clients, ensure_instructions, run_crowd, CrowdConfig, Truth};
 use facesim_client::rounds::{self, round_note};
 use facesim_client::{pb, Client};
 use facesim_tests::{import_demo, wait_for_job, TestServer};
@@ -52,6 +52,7 @@ async fn label_everything(client: &Client, round: &[pb::Pair], seed: u64) {
         batch_id: 0,
         seed,
     };
+    ensure_instructions(client).await.unwrap();
     run_crowd(client, crowd, config).await.unwrap();
 }
 
@@ -186,6 +187,7 @@ async fn the_look_alike_crowd_labels_by_apparent_age_gender_and_distance() {
         batch_id: 0,
         seed: 5,
     };
+    ensure_instructions(&researcher).await.unwrap();
     run_crowd(&researcher, crowd, config).await.unwrap();
 
     let request = pb::ListLabelsRequest { page_size: 1000, ..Default::default() };

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use facesim_client::crowd::{annotator_clients, run_crowd, CrowdConfig, Truth};
+use facesim_client::crowd::{annotator_clients, ensure_instructions, run_crowd, CrowdConfig, Truth};
 use facesim_client::{pb, Client};
 use facesim_tests::{demo_pair_list, demo_pairs, import_demo, wait_for_job, TestServer};
 use tonic::Code;
@@ -72,6 +72,7 @@ async fn crowd_labels_train_a_gaml_model_that_is_registered_and_activated() {
         batch_id: 0,
         seed: 1,
     };
+    ensure_instructions(&researcher).await.unwrap();
     run_crowd(&researcher, crowd, config).await.unwrap();
     let request = pb::ListLabelsRequest { page_size: 1000, ..Default::default() };
     let labels = researcher.labeling().list_labels(request).await.unwrap().into_inner().labels;
