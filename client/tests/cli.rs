@@ -171,10 +171,13 @@ async fn import_waits_for_embeddings_then_faces_compare_and_pairs_are_proposed()
         assert_eq!((picture.width(), picture.height()), (1000, 600));
         std::fs::remove_file(&png).ok();
 
-        // Propose the 4 nearest pairs in batches of 3, then close the second batch.
-        let (ok, out, err) = facesim(&server, ADMIN, &["pairs", "propose", "--budget", "4", "--batch-size", "3"]);
+        // Propose the 4 nearest pairs in batches of 3, in ranked order, then close the second batch.
+        let args = ["pairs", "propose", "--budget", "4", "--batch-size", "3", "--batch-order", "ranked"];
+        let (ok, out, err) = facesim(&server, ADMIN, &args);
         assert!(ok, "{err}");
-        assert!(out.contains("proposed 4 pairs of 6 images in 2 batches"), "{out}");
+        assert!(out.contains("proposed 4 pairs of 6 images in 2 batches; in ranked order"), "{out}");
+        let (ok, out, _) = facesim(&server, ADMIN, &["batches", "show", "1"]);
+        assert!(ok && out.contains("order:     ranked"), "{out}");
         let (ok, out, _) = facesim(&server, ADMIN, &["pairs", "list", "--batch", "1"]);
         let distances: Vec<f64> =
             out.lines().skip(1).map(|l| l.split_whitespace().nth(5).unwrap().parse().unwrap()).collect();

@@ -33,6 +33,13 @@ impl SelectionArgs {
     }
 }
 
+/// How proposed pairs are dealt into batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BatchOrderArg {
+    Random,
+    Ranked,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum PairsCommand {
     /// Propose the nearest pairs of different identities as labeling batches.
@@ -64,6 +71,14 @@ pub enum PairsCommand {
         /// Create the batches closed (open them later with `facesim batches open`).
         #[arg(long)]
         closed: bool,
+        /// How the chosen pairs are dealt into batches and handed out: `random` (a seeded
+        /// shuffle, as the method assigned pairs to batches) or `ranked` (nearest first, or
+        /// nearest the threshold first with --uncertain).
+        #[arg(long, value_enum, default_value = "random")]
+        batch_order: BatchOrderArg,
+        /// Seed of the random batch order (default: picked, and recorded on the batches).
+        #[arg(long)]
+        shuffle_seed: Option<u64>,
         /// Print the job id and return instead of following the job.
         #[arg(long)]
         no_wait: bool,
@@ -176,6 +191,8 @@ pub async fn run(client: &Client, command: PairsCommand) -> anyhow::Result<()> {
             note,
             uncertain,
             closed,
+            batch_order,
+            shuffle_seed,
             no_wait,
         } => {
             let limit = match (threshold, budget) {
@@ -193,6 +210,11 @@ pub async fn run(client: &Client, command: PairsCommand) -> anyhow::Result<()> {
                 approximate: false,
                 note,
                 start_closed: closed,
+                batch_order: match batch_order {
+                    BatchOrderArg::Random => pb::BatchOrder::Random,
+                    BatchOrderArg::Ranked => pb::BatchOrder::Ranked,
+                } as i32,
+                shuffle_seed,
             };
             let job = client.proposals().propose_pairs(request).await.map_err(ClientError::from)?.into_inner();
             if no_wait {
@@ -287,6 +309,10 @@ pub async fn run_batches(client: &Client, command: BatchesCommand) -> anyhow::Re
             println!("job:       {}", b.proposal_job_id);
             println!("model:     {}", b.model_id);
             println!("note:      {}", b.note);
+            match b.shuffle_seed {
+                Some(seed) => println!("order:     random (shuffle seed {seed})"),
+                None => println!("order:     ranked"),
+            }
             println!("created:   {} UTC", time(&b.create_time));
             Ok(())
         }

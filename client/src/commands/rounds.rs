@@ -61,6 +61,7 @@ pub async fn run(client: &Client, command: LoopCommand) -> anyhow::Result<()> {
                 approximate: false,
                 note: round_note(round),
                 start_closed: false,
+                ..Default::default()
             };
             let job = client.proposals().propose_pairs(request).await.map_err(ClientError::from)?.into_inner();
             follow_proposal(client, job.id).await

@@ -204,6 +204,7 @@ pub fn batch(record: &BatchRecord) -> pb::Batch {
         model_id: record.model_id.clone(),
         note: record.note.clone(),
         create_time: timestamp(record.create_millis),
+        shuffle_seed: record.shuffle_seed,
     }
 }
 

@@ -56,6 +56,16 @@ impl ProposalService for ProposalApi {
             Ok(pb::ProposalOrder::Uncertain) => proposal::Order::Uncertain,
             Err(_) => return Err(Status::invalid_argument(format!("unknown proposal order {}", req.order))),
         };
+        let shuffle_seed = match pb::BatchOrder::try_from(req.batch_order) {
+            Ok(pb::BatchOrder::Unspecified | pb::BatchOrder::Random) => {
+                Some(req.shuffle_seed.unwrap_or_else(proposal::pick_seed))
+            }
+            Ok(pb::BatchOrder::Ranked) if req.shuffle_seed.is_some() => {
+                return Err(Status::invalid_argument("shuffle_seed is for batch_order RANDOM, not RANKED"))
+            }
+            Ok(pb::BatchOrder::Ranked) => None,
+            Err(_) => return Err(Status::invalid_argument(format!("unknown batch order {}", req.batch_order))),
+        };
         let spec = ProposalSpec {
             selection: selection(req.selection),
             limit,
@@ -66,6 +76,7 @@ impl ProposalService for ProposalApi {
             note: req.note,
             approximate: req.approximate,
             order,
+            shuffle_seed,
         };
         let proposals = self.state.proposals.clone();
         let job =

@@ -22,6 +22,11 @@ use search::{Control, PairFilter, SearchStop, Vectors};
 
 /// Pairs per labeling batch unless asked otherwise; the method published batches of at most 500.
 pub const DEFAULT_BATCH_SIZE: usize = 500;
+
+/// A shuffle seed from the clock, for proposals that name none (it is recorded on the batches).
+pub fn pick_seed() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+}
 pub const MAX_BATCH_SIZE: usize = 10_000;
 pub const DEFAULT_BINS: usize = 50;
 pub const MAX_BINS: usize = 1_000;
@@ -130,6 +135,9 @@ pub struct ProposalSpec {
     /// An approximate search was allowed; the search is exact all the same.
     pub approximate: bool,
     pub order: Order,
+    /// `Some(seed)`: the chosen pairs are dealt into batches (and so handed out) in a shuffle
+    /// by this seed, as the method assigned pairs to batches at random; `None`: in `order`.
+    pub shuffle_seed: Option<u64>,
 }
 
 impl ProposalSpec {
@@ -453,7 +461,7 @@ impl Proposals {
         if handle.is_cancelled() {
             return Err(ProposalError::Cancelled);
         }
-        let pairs: Vec<NewPair> = found
+        let mut pairs: Vec<NewPair> = found
             .iter()
             .map(|f| {
                 let (a, b) = (&gallery.images[f.a as usize], &gallery.images[f.b as usize]);
@@ -466,6 +474,13 @@ impl Proposals {
                 }
             })
             .collect();
+        let max_distance =
+            pairs.iter().map(|p| p.distance).fold(None, |m: Option<f32>, d| Some(m.map_or(d, |m| m.max(d))));
+        if let Some(seed) = spec.shuffle_seed {
+            use rand::seq::SliceRandom;
+            use rand::SeedableRng;
+            pairs.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+        }
         let stored = self.store.insert_proposal(&NewProposal {
             model_id: &gallery.model_id,
             job_id: handle.id(),
@@ -473,6 +488,7 @@ impl Proposals {
             open: spec.open,
             batch_size: spec.batch_size,
             pairs: &pairs,
+            shuffle_seed: spec.shuffle_seed,
         })?;
         self.store.flush_blocking()?;
         let batch_ids: Vec<u64> = stored.batches.iter().map(|b| b.id).collect();
@@ -483,8 +499,8 @@ impl Proposals {
         handle.set_metric("pairs", stored.pairs as f64)?;
         handle.set_metric("search_seconds", search_seconds)?;
         handle.set_metric("pairs_scanned_per_second", considered / search_seconds.max(1e-9))?;
-        if let Some(last) = pairs.last() {
-            handle.set_metric("max_distance", last.distance as f64)?;
+        if let Some(max) = max_distance {
+            handle.set_metric("max_distance", f64::from(max))?;
         }
         let mut message = format!("proposed {} pairs of {n} images in {} batches", stored.pairs, stored.batches.len());
         if stored.already_proposed > 0 {
@@ -495,8 +511,13 @@ impl Proposals {
         }
         if spec.order == Order::Uncertain {
             if let Some(t) = gallery.threshold {
-                message.push_str(&format!(", nearest the model's threshold (distance {t:.4}) first"));
+                let first = if spec.shuffle_seed.is_some() { "" } else { " first" };
+                message.push_str(&format!(", nearest the model's threshold (distance {t:.4}){first}"));
             }
+        }
+        match spec.shuffle_seed {
+            Some(seed) => message.push_str(&format!("; dealt into batches at random (shuffle seed {seed})")),
+            None => message.push_str("; in ranked order"),
         }
         if spec.approximate {
             message.push_str("; the search was exact (no approximate index is used for proposals)");

@@ -195,8 +195,15 @@ mod tests {
         let pair_id = {
             let store = Store::open(dir.path()).unwrap();
             let pairs = [NewPair { image_a: 1, image_b: 2, identity_a: 10, identity_b: 20, distance: 0.3 }];
-            let proposal =
-                NewProposal { model_id: "m", job_id: 1, note: "", open: true, batch_size: 10, pairs: &pairs };
+            let proposal = NewProposal {
+                model_id: "m",
+                job_id: 1,
+                note: "",
+                open: true,
+                batch_size: 10,
+                pairs: &pairs,
+                shuffle_seed: None,
+            };
             store.insert_proposal(&proposal).unwrap();
             let pair = store.pairs_page(0, 0, 1).unwrap().0.remove(0);
             let commit = GroupCommit::start(store.clone());

@@ -33,8 +33,10 @@ pub struct NewProposal<'a> {
     pub note: &'a str,
     pub open: bool,
     pub batch_size: usize,
-    /// In proposal order; pair ids follow it.
+    /// In the order of their batches; pair ids follow it.
     pub pairs: &'a [NewPair],
+    /// Recorded on the batches: the seed the pairs were shuffled with, if they were.
+    pub shuffle_seed: Option<u64>,
 }
 
 /// What [`Store::insert_proposal`] stored.
@@ -98,6 +100,7 @@ impl Store {
                     model_id: proposal.model_id.to_string(),
                     note: proposal.note.to_string(),
                     create_millis: now,
+                    shuffle_seed: proposal.shuffle_seed,
                 };
                 let mut raced = 0;
                 for (i, new) in chunk.iter().enumerate() {
@@ -331,10 +334,12 @@ mod tests {
             open: true,
             batch_size: 2,
             pairs: &pairs,
+            shuffle_seed: Some(9),
         };
         let stored = store.insert_proposal(&proposal).unwrap();
         assert_eq!(stored.pairs, 5);
         assert_eq!(stored.batches.iter().map(|b| b.pair_count).collect::<Vec<_>>(), [2, 2, 1]);
+        assert!(stored.batches.iter().all(|b| b.shuffle_seed == Some(9)), "the seed is recorded on every batch");
         let (all, next) = store.pairs_page(0, 0, 10).unwrap();
         assert_eq!(next, None);
         assert_eq!(

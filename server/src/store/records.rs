@@ -186,6 +186,9 @@ pub struct BatchRecord {
     pub note: String,
     #[prost(int64, tag = "7")]
     pub create_millis: i64,
+    /// The seed the proposal's pairs were shuffled with (None: ranked order).
+    #[prost(uint64, optional, tag = "8")]
+    pub shuffle_seed: Option<u64>,
 }
 
 /// One annotator's vote on a pair (or answer to a gold pair).

@@ -110,7 +110,9 @@ pub fn read<M: Message + Default>(path: &Path) -> std::io::Result<Option<M>> {
     }
 }
 
-/// The checkpoint files of a folder that `keep` does not name (older states and bests).
+/// The checkpoint files of a folder that `keep` does not name (older states and bests), and
+/// temporary files a stop cut short (`*.tmp` of [`write_atomic`], `.tmp*` of the safetensors
+/// writer). Only the job's own thread writes in its folder, and not while this runs.
 fn stale(dir: &Path, keep: &[&str]) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     entries
@@ -119,7 +121,8 @@ fn stale(dir: &Path, keep: &[&str]) -> Vec<PathBuf> {
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             let ours = (name.starts_with("state-") || name.starts_with("best-")) && name.ends_with(".safetensors");
-            ours && !keep.contains(&name)
+            let cut_short = name.starts_with(".tmp") || name.ends_with(".tmp");
+            (ours || cut_short) && !keep.contains(&name)
         })
         .collect()
 }
@@ -168,7 +171,14 @@ mod tests {
         std::fs::write(dir.path().join("bad.bin"), b"\xff\xff\xff").unwrap();
         assert!(read::<Checkpoint>(&dir.path().join("bad.bin")).is_err());
 
-        for name in ["state-3.safetensors", "state-4.safetensors", "best-3.safetensors", "best.safetensors"] {
+        for name in [
+            "state-3.safetensors",
+            "state-4.safetensors",
+            "best-3.safetensors",
+            "best.safetensors",
+            ".tmpAb12",
+            "x.tmp",
+        ] {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
         remove_stale(dir.path(), &[&checkpoint.state_file, &checkpoint.best_file]);

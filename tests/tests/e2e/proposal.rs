@@ -48,10 +48,12 @@ async fn propose(client: &Client, request: pb::ProposePairsRequest) -> pb::Job {
     job
 }
 
+/// The `n` nearest pairs in ranked order (nearest first), so pair ids follow the distances.
 fn budget(n: u32, batch_size: u32) -> pb::ProposePairsRequest {
     pb::ProposePairsRequest {
         limit: Some(pb::propose_pairs_request::Limit::Budget(n)),
         batch_size,
+        batch_order: pb::BatchOrder::Ranked as i32,
         ..Default::default()
     }
 }
@@ -123,10 +125,15 @@ async fn proposals_are_the_exact_nearest_pairs_in_batches() {
     // Again: pairs proposed before are left out, so the next 10 come.
     propose(&researcher, budget(10, 500)).await;
     assert_eq!(as_ref(&all_pairs(&researcher, 0).await), reference[..40]);
+    for &batch_id in &first.batch_ids {
+        let b = researcher.proposals().get_batch(pb::GetBatchRequest { batch_id }).await.unwrap().into_inner();
+        assert_eq!(b.shuffle_seed, None, "ranked batches record no seed");
+    }
 
     // Threshold: every further pair within the 46th distance.
     let threshold = pb::ProposePairsRequest {
         limit: Some(pb::propose_pairs_request::Limit::MaxDistance(reference[45].0)),
+        batch_order: pb::BatchOrder::Ranked as i32,
         ..Default::default()
     };
     let third = propose(&researcher, threshold).await;
@@ -183,6 +190,45 @@ async fn proposals_are_the_exact_nearest_pairs_in_batches() {
     assert_eq!(err.code(), Code::NotFound);
 }
 
+/// By default the chosen pairs are dealt into batches at random (a seeded shuffle recorded on the
+/// batches), as the method assigned pairs to batches: the same nearest pairs, but batch 1 (and the
+/// order tasks are handed out in, which follows pair ids) is not the nearest few. The same seed
+/// on the same pairs deals them the same way.
+#[tokio::test]
+async fn proposals_deal_their_pairs_into_batches_at_random_by_default() {
+    let mut dealt = Vec::new();
+    for _ in 0..2 {
+        let server = TestServer::start().await;
+        let admin = server.admin().await;
+        let report = import_demo(&admin, 8).await;
+        assert_eq!(wait_for_job(&admin, report.embedding_job_id).await.state, pb::JobState::Succeeded as i32);
+        let reference = reference_pairs(&admin).await;
+        let request = pb::ProposePairsRequest {
+            limit: Some(pb::propose_pairs_request::Limit::Budget(60)),
+            batch_size: 20,
+            shuffle_seed: Some(42),
+            ..Default::default()
+        };
+        let job = propose(&admin, request).await;
+        assert!(job.message.contains("dealt into batches at random (shuffle seed 42)"), "{}", job.message);
+        let pairs = all_pairs(&admin, 0).await;
+        let mut by_distance = as_ref(&pairs);
+        by_distance.sort_by(|a, b| a.0.total_cmp(&b.0));
+        assert_eq!(by_distance, reference[..60], "the same 60 nearest pairs");
+        assert!(pairs.windows(2).any(|w| w[0].distance > w[1].distance), "pair ids do not follow the distances");
+        let first_batch: Vec<f32> =
+            pairs.iter().filter(|p| p.batch_id == job.batch_ids[0]).map(|p| p.distance).collect();
+        assert_eq!(first_batch.len(), 20);
+        assert!(first_batch.iter().any(|&d| d > reference[19].0), "batch 1 is not the 20 nearest pairs");
+        for &batch_id in &job.batch_ids {
+            let b = admin.proposals().get_batch(pb::GetBatchRequest { batch_id }).await.unwrap().into_inner();
+            assert_eq!(b.shuffle_seed, Some(42));
+        }
+        dealt.push(pairs.iter().map(|p| (p.image_a, p.image_b, p.batch_id)).collect::<Vec<_>>());
+    }
+    assert_eq!(dealt[0], dealt[1], "a seed deals the same pairs the same way");
+}
+
 #[tokio::test]
 async fn bad_proposals_get_precise_errors() {
     let server = TestServer::start().await;
@@ -235,6 +281,12 @@ async fn bad_proposals_get_precise_errors() {
             "UNCERTAIN needs a budget",
         ),
         (pb::ProposePairsRequest { order: 9, ..budget(5, 0) }, Code::InvalidArgument, "order"),
+        (pb::ProposePairsRequest { batch_order: 7, ..budget(5, 0) }, Code::InvalidArgument, "batch order"),
+        (
+            pb::ProposePairsRequest { shuffle_seed: Some(3), ..budget(5, 0) },
+            Code::InvalidArgument,
+            "shuffle_seed is for batch_order RANDOM",
+        ),
     ];
     for (request, code, words) in cases {
         let err = proposals.propose_pairs(request.clone()).await.unwrap_err();

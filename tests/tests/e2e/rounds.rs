@@ -20,6 +20,8 @@ async fn propose(client: &Client, budget: u32, order: pb::ProposalOrder) -> pb::
         limit: Some(pb::propose_pairs_request::Limit::Budget(budget)),
         order: order as i32,
         note: round_note(round),
+        // Ranked: the test checks the order of the uncertain pairs.
+        batch_order: pb::BatchOrder::Ranked as i32,
         ..Default::default()
     };
     let job = client.proposals().propose_pairs(request).await.expect("propose").into_inner();
