@@ -183,12 +183,15 @@ async fn propose(
     budget: u32,
     same_identity: bool,
     uncertain: bool,
+    seed: u64,
 ) -> anyhow::Result<Vec<u64>> {
     let request = pb::ProposePairsRequest {
         selection: Some(pb::PairSelection { include_same_identity: same_identity, ..Default::default() }),
         limit: Some(pb::propose_pairs_request::Limit::Budget(budget)),
         order: if uncertain { pb::ProposalOrder::Uncertain } else { pb::ProposalOrder::Nearest } as i32,
         note: round_note(round),
+        // Dealt into batches at random, by the demo's seed.
+        shuffle_seed: Some(seed.wrapping_add(u64::from(round))),
         ..Default::default()
     };
     let job = client.proposals().propose_pairs(request).await.map_err(ClientError::from)?.into_inner();
@@ -405,14 +408,14 @@ pub async fn run(server: &str, token: Option<&str>, args: DemoArgs) -> anyhow::R
     let batches1 = if args.truth == "lookalike" {
         // The method's candidates: the nearest pairs of two different people. The look-alike
         // crowd calls some of them similar and some not.
-        propose(&client, round1, args.round_pairs, false, false).await?
+        propose(&client, round1, args.round_pairs, false, false, args.seed).await?
     } else {
         // Half the nearest pairs of any two photos (mostly one person twice: the identity crowd
         // calls them similar) and half the nearest pairs of two different people, so the labels
         // hold both classes.
         let half = args.round_pairs / 2;
-        let mut batches = propose(&client, round1, half, true, false).await?;
-        batches.extend(propose(&client, round1, args.round_pairs - half, false, false).await?);
+        let mut batches = propose(&client, round1, half, true, false, args.seed).await?;
+        batches.extend(propose(&client, round1, args.round_pairs - half, false, false, args.seed + 100).await?);
         batches
     };
 
@@ -438,7 +441,7 @@ pub async fn run(server: &str, token: Option<&str>, args: DemoArgs) -> anyhow::R
     // A model with a learned head has no distance threshold: it proposes its nearest pairs.
     let uncertain =
         !matches!(pb::LossFunction::try_from(active.loss), Ok(pb::LossFunction::HeadBce | pb::LossFunction::HeadFocal));
-    let batches2 = propose(&client, round2, round2_pairs, args.truth != "lookalike", uncertain).await?;
+    let batches2 = propose(&client, round2, round2_pairs, args.truth != "lookalike", uncertain, args.seed).await?;
     let votes2 = label_round(&client, &args, &batches2, u64::from(round2_pairs), args.seed + 1).await?;
 
     stage(8, "retrain GAML on both rounds; activate it if it beats the active model");

@@ -1,8 +1,10 @@
 //! Two models side by side on the *same* labelled pairs: the candidate's test split (or, when
-//! the candidate is the descriptor, which has none, the reference's), each pair scored by both
+//! the candidate is the descriptor, which has none, the reference's) less the pairs the other
+//! model trained or validated on, each pair scored by both
 //! models as they decide, and the ROC-AUC difference with its paired-bootstrap 95% interval
 //! (`facesim_metrics::confidence`). Activation's guard and `CompareModels` use this.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use facesim_metrics::confidence::{self, PairedComparison, Verdict};
@@ -67,7 +69,10 @@ impl Comparer {
     }
 }
 
-/// The labelled test pairs two models share: (image a, image b, similar).
+/// The labelled test pairs two models share: (image a, image b, similar). They are the test
+/// pairs of the candidate (of the reference when the candidate is the descriptor), less those
+/// the other model learnt from (its training or validation pairs): a model scored on pairs it
+/// was fitted to would look better than it is.
 fn shared_test_pairs(candidate: &Entry, reference: &Entry) -> Result<Vec<(u64, u64, bool)>, CompareError> {
     let owner = candidate.record.as_ref().or(reference.record.as_ref()).ok_or_else(|| {
         CompareError::NoSharedPairs(format!(
@@ -75,17 +80,30 @@ fn shared_test_pairs(candidate: &Entry, reference: &Entry) -> Result<Vec<(u64, u
             candidate.id, reference.id
         ))
     })?;
+    let other = if candidate.record.is_some() { reference.record.as_ref() } else { None };
+    let learnt: HashSet<(u64, u64)> = other
+        .and_then(|o| o.pairs.as_ref())
+        .map(|p| {
+            (0..p.split.len())
+                .filter(|&i| p.split[i] != SPLIT_TEST)
+                .flat_map(|i| [(p.image_a[i], p.image_b[i]), (p.image_b[i], p.image_a[i])])
+                .collect()
+        })
+        .unwrap_or_default();
     let set = owner.pairs.as_ref();
     let pairs: Vec<(u64, u64, bool)> = set
         .map(|p| {
             (0..p.split.len())
-                .filter(|&i| p.split[i] == SPLIT_TEST)
+                .filter(|&i| p.split[i] == SPLIT_TEST && !learnt.contains(&(p.image_a[i], p.image_b[i])))
                 .map(|i| (p.image_a[i], p.image_b[i], p.target[i] >= 0.5))
                 .collect()
         })
         .unwrap_or_default();
     if pairs.is_empty() {
-        return Err(CompareError::NoSharedPairs(format!("model {} has no recorded test pairs", owner.id)));
+        return Err(CompareError::NoSharedPairs(format!(
+            "model {} has no recorded test pairs that the other model did not learn from",
+            owner.id
+        )));
     }
     Ok(pairs)
 }
@@ -140,4 +158,34 @@ fn record(candidate: &str, reference: &str, c: &PairedComparison) -> ComparisonR
 /// Whether a recorded comparison shows the candidate better.
 pub fn is_better(record: &ComparisonRecord) -> bool {
     record.verdict == verdict_number(Verdict::Better)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ModelRecord, PairSetRecord, SPLIT_TRAIN, SPLIT_VALIDATION};
+
+    fn entry(id: &str, pairs: &[(u64, u64, u32)]) -> Entry {
+        let set = PairSetRecord {
+            image_a: pairs.iter().map(|p| p.0).collect(),
+            image_b: pairs.iter().map(|p| p.1).collect(),
+            target: pairs.iter().map(|p| (p.0 % 2) as f32).collect(),
+            split: pairs.iter().map(|p| p.2).collect(),
+            pair_id: vec![0; pairs.len()],
+        };
+        let record = ModelRecord { id: id.into(), pairs: Some(set), ..Default::default() };
+        Entry { id: id.into(), record: Some(record), active: false }
+    }
+
+    #[test]
+    fn shared_test_pairs_leave_out_what_the_other_model_learnt_from() {
+        let older = entry("gaml/1", &[(1, 2, SPLIT_TRAIN), (3, 4, SPLIT_VALIDATION), (5, 6, SPLIT_TEST)]);
+        let newer = entry("gaml/2", &[(1, 2, SPLIT_TEST), (4, 3, SPLIT_TEST), (5, 6, SPLIT_TEST), (7, 8, SPLIT_TEST)]);
+        let shared: Vec<(u64, u64)> =
+            shared_test_pairs(&newer, &older).unwrap().into_iter().map(|(a, b, _)| (a, b)).collect();
+        assert_eq!(shared, [(5, 6), (7, 8)], "gaml/1 trained on (1, 2) and validated on (3, 4)");
+        let descriptor = Entry { id: "descriptor/v1".into(), record: None, active: true };
+        assert_eq!(shared_test_pairs(&newer, &descriptor).unwrap().len(), 4, "the descriptor learnt from none");
+        assert_eq!(shared_test_pairs(&descriptor, &older).unwrap().len(), 1, "the reference's own test pairs");
+    }
 }
