@@ -31,15 +31,8 @@ pub fn geometry_aware(d: &Tensor, d0: &Tensor, y: &Tensor, alpha: f64, tau: f64)
 /// so α weighs the similar pairs, β the dissimilar ones and λ is the similarity they are
 /// pushed across. When one side is empty there is nothing to mine against and every pair of the
 /// other side is kept.
-pub fn mining(
-    pos: &Tensor,
-    neg: &Tensor,
-    n: f64,
-    alpha: f64,
-    beta: f64,
-    lambda: f64,
-    epsilon: f64,
-) -> candle_core::Result<Tensor> {
+pub fn mining(pos: &Tensor, neg: &Tensor, n: f64, h: &MiningSettings) -> candle_core::Result<Tensor> {
+    let MiningSettings { alpha, beta, lambda, epsilon } = *h;
     let (p, q) = (pos.to_vec1::<f32>()?, neg.to_vec1::<f32>()?);
     let hardest_negative = q.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let easiest_positive = p.iter().copied().fold(f32::INFINITY, f32::min);
@@ -67,7 +60,7 @@ pub fn mining_labelled(fa: &Tensor, fb: &Tensor, y: &Tensor, h: &MiningSettings)
     let s = cosine(fa, fb)?;
     let (similar, dissimilar) = classes(y)?;
     let n = fa.dim(0)? as f64;
-    mining(&pick(&s, &similar)?, &pick(&s, &dissimilar)?, n, h.alpha, h.beta, h.lambda, h.epsilon)
+    mining(&pick(&s, &similar)?, &pick(&s, &dissimilar)?, n, h)
 }
 
 /// The in-batch variant: the batch's P similar pairs (a_i, b_i) are the positives, and every
@@ -80,10 +73,9 @@ pub fn mining_in_batch(fa: &Tensor, fb: &Tensor, y: &Tensor, h: &MiningSettings)
     let labelled_negatives = pick(&s, &dissimilar)?;
     let p = similar.len();
     if p == 0 {
-        let empty = Tensor::zeros(0, s.dtype(), s.device())?;
-        return mining(&empty, &labelled_negatives, fa.dim(0)? as f64, h.alpha, h.beta, h.lambda, h.epsilon);
+        return mining(&pick(&s, &[])?, &labelled_negatives, fa.dim(0)? as f64, h);
     }
-    let index = Tensor::from_vec(similar.clone(), p, fa.device())?;
+    let index = Tensor::from_vec(similar, p, fa.device())?;
     let a = l2_normalize(&fa.index_select(&index, 0)?)?;
     let b = l2_normalize(&fb.index_select(&index, 0)?)?;
     // All P × P cosines, row i: a_i against every b_j.
@@ -92,7 +84,7 @@ pub fn mining_in_batch(fa: &Tensor, fb: &Tensor, y: &Tensor, h: &MiningSettings)
     let cross: Vec<u32> = (0..(p * p) as u32).filter(|k| k % (p as u32 + 1) != 0).collect();
     let positives = pick(&all, &diagonal)?;
     let negatives = Tensor::cat(&[&pick(&all, &cross)?, &labelled_negatives], 0)?;
-    mining(&positives, &negatives, p as f64, h.alpha, h.beta, h.lambda, h.epsilon)
+    mining(&positives, &negatives, p as f64, h)
 }
 
 /// The mining losses' settings.
